@@ -1,0 +1,5 @@
+import sys
+
+from seqgap.cli import main
+
+sys.exit(main())
