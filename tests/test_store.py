@@ -1,0 +1,59 @@
+"""Run store: persistence, atomicity, reuse."""
+import multiprocessing as mp
+import os
+import signal
+import sqlite3
+import time
+
+from seqgap.config import RunConfig, TrainConfig
+from seqgap.store import RunStore
+
+
+def test_put_get_roundtrip(tmp_path):
+    s = RunStore(tmp_path / "r.sqlite")
+    s.put("abc", {"model": "lstm", "task_params": {"m": 5}}, {"success": True, "best_val_loss": 1e-5}, [{"step": 1}])
+    r = s.get("abc")
+    assert r["config"]["model"] == "lstm" and r["summary"]["success"] is True and r["history"] == [{"step": 1}]
+    assert "abc" in s and len(s) == 1 and s.get("nope") is None
+    # persisted across connections
+    s2 = RunStore(tmp_path / "r.sqlite")
+    assert s2.get("abc")["summary"]["best_val_loss"] == 1e-5
+    assert s2.find(model="lstm")[0]["id"] == "abc" and s2.find(model="mamba") == []
+    assert s2.df()[0]["task.m"] == 5
+
+
+def test_config_hash_ignores_device_and_threads_only():
+    a = RunConfig(train=TrainConfig(device="cpu", threads=1))
+    b = RunConfig(train=TrainConfig(device="cuda", threads=8))
+    assert a.hash() == b.hash()
+    assert a.hash() != a.replace(lr=3e-4).hash()
+    assert a.hash() != a.replace(n_train=2001).hash()
+    assert a.hash() != a.replace(task_params={"m": 3}).hash()
+    assert RunConfig.from_dict(a.to_dict()).hash() == a.hash()
+
+
+def _writer(path, n):
+    s = RunStore(path)
+    big = {"blob": "x" * 200_000}
+    i = 0
+    while True:
+        s.put(f"run{i}", {"i": i, **big}, {"i": i}, [big] * 5)
+        i += 1
+
+
+def test_kill_9_mid_write_leaves_no_partial_run(tmp_path):
+    path = str(tmp_path / "k.sqlite")
+    RunStore(path)  # create schema
+    ctx = mp.get_context("fork")
+    p = ctx.Process(target=_writer, args=(path, 0))
+    p.start()
+    time.sleep(1.5)
+    os.kill(p.pid, signal.SIGKILL)
+    p.join()
+    s = RunStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = s.all()
+    assert len(rows) > 0
+    for r in rows:  # every stored run is complete
+        assert r["config"]["i"] == r["summary"]["i"]
+        assert len(r["history"]) == 5 and len(r["config"]["blob"]) == 200_000
