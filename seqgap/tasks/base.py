@@ -179,6 +179,16 @@ class Task(ABC):
     def sample_batch(self, rng: np.random.Generator, batch_size: int, length: int) -> Batch:
         return self.encode_batch([self.sample_problem(rng, length) for _ in range(batch_size)])
 
+    def score_generation(self, example: Example, continuation: Sequence[int]) -> bool:
+        """Is a freely generated continuation (tokens after ``seq[:prompt_len]``) right?
+
+        Default: it reproduces the expected continuation up to its end.  Tasks
+        override this to score only the answer (e.g. the final state of a CoT).
+        """
+        expected = example.sequence[example.prompt_len:]
+        cont = list(continuation)[: len(expected)]
+        return len(cont) == len(expected) and all(int(a) == int(b) for a, b in zip(cont, expected))
+
     # ---- descriptions -------------------------------------------------------
     @property
     @abstractmethod
