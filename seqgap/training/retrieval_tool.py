@@ -1,0 +1,132 @@
+"""The live in-context retrieval tool of IsTree's RAG format (study W, "In-context RAG").
+
+W's claim 3: an RNN that may run a regular-expression search over its own
+context, with the result appended to the context, can solve every
+polynomial-time problem with CoT.  In the published code the search results are
+pre-computed in the data; here the search really runs, over the live context
+(the input edges plus everything generated so far), during generation.
+
+Protocol (see :mod:`seqgap.tasks.istree` for the queries and the trace)::
+
+    tool = RetrievalTool(task.vocab)        # or RetrievalTool(task)
+    after each token appended to a sequence's context:
+        forced = tool(context)              # None, or [result token id]
+        if forced: append them to the context as forced (not generated) tokens
+
+``tool(context)`` returns None unless the last token is [ENDSEARCH].  Then the
+query is the tokens between the last [STARTSEARCH] and that [ENDSEARCH]; the
+context is rendered as a string of space-separated token symbols and searched
+with a regex built from the query:
+
+* ``v -`` / ``v - u``: the *edge section* (between the first [BOS] and the
+  first [EOS]) for the first edge containing v, or the first one after the edge
+  {v, u}; the result is that edge's other endpoint;
+* ``v ~``: the model-written records ``x ~ p`` after the first [EOS], with every
+  ``[STARTSEARCH] ... [ENDSEARCH]`` span blanked out (queries are not records);
+  the first record of v gives p.
+
+Anything else (empty or wrong-arity query, a special token or an unknown id
+inside it, no [STARTSEARCH], no [EOS] before the query, nothing found) returns
+``[FAILED]``; the tool never raises on a well-typed context.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import numpy as np
+
+from seqgap.tasks.base import BOS, EOS, Vocab
+from seqgap.tasks.istree import DASH, ENDSEARCH, FAILED, STARTSEARCH, TILDE
+
+_BLANK = "|"  # what a search span renders as in the records text
+
+
+class RetrievalTool:
+    """Regex retrieval over a live IsTree context: ``tool(context) -> [token] | None``."""
+
+    def __init__(self, vocab: Vocab | Any):
+        vocab = getattr(vocab, "vocab", vocab)  # accept the task itself
+        self.vocab = vocab
+        self.ss, self.es, self.failed = vocab.id(STARTSEARCH), vocab.id(ENDSEARCH), vocab.id(FAILED)
+        self.bos, self.eos = vocab.id(BOS), vocab.id(EOS)
+        self.dash, self.tilde = vocab.id(DASH), vocab.id(TILDE)
+        # Symbols to render; ids outside the vocabulary render as "?" (never matched).
+        self._sym = np.array(list(vocab.symbols) + ["?"], dtype=object)
+        self._unknown = len(vocab.symbols)
+        self.is_node = np.array([s.isdigit() for s in vocab.symbols] + [False])
+        self._edge_cache: dict[bytes, str] = {}
+
+    # ---- public -------------------------------------------------------------------------
+    def __call__(self, context: Sequence[int] | np.ndarray | Any) -> list[int] | None:
+        if len(context) == 0 or int(context[-1]) != self.es:
+            return None
+        try:
+            arr = np.asarray(context.tolist() if hasattr(context, "tolist") else context, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            return [self.failed]
+        result = self.search(arr)
+        return [self.failed if result is None else result]
+
+    def search(self, ctx: np.ndarray) -> int | None:
+        """Result token id for the query that ends ``ctx`` (its last token is [ENDSEARCH]), or None."""
+        end = len(ctx) - 1
+        starts = np.flatnonzero(ctx[:end] == self.ss)
+        if len(starts) == 0:
+            return None
+        start = int(starts[-1])
+        query = ctx[start + 1:end]
+        eos = np.flatnonzero(ctx[:start] == self.eos)
+        if len(eos) == 0 or not 2 <= len(query) <= 3:
+            return None
+        query = np.where((query >= 0) & (query < self._unknown), query, self._unknown)
+        if not self.is_node[query[0]]:
+            return None
+        v = re.escape(self._sym[query[0]])
+        first_eos = int(eos[0])
+        if len(query) == 2 and query[1] == self.tilde:
+            return self._match(self._records_text(ctx[first_eos + 1:start]), rf"(?<!\S){v} ~ (\d+)(?!\S)")
+        if query[1] != self.dash:
+            return None
+        edges = self._edges_text(ctx[:first_eos])
+        neighbour = rf"(?<!\S)(?:{v} - (\d+)|(\d+) - {v})(?!\S)"
+        if len(query) == 2:
+            return self._match(edges, neighbour)
+        if not self.is_node[query[2]]:
+            return None
+        u = re.escape(self._sym[query[2]])
+        found = re.search(rf"(?<!\S)(?:{v} - {u}|{u} - {v})(?!\S)", edges)
+        return None if found is None else self._match(edges, neighbour, found.end())
+
+    # ---- rendering ----------------------------------------------------------------------
+    def _render(self, ids: np.ndarray) -> np.ndarray:
+        return self._sym[np.where((ids >= 0) & (ids < self._unknown), ids, self._unknown)]
+
+    def _edges_text(self, prefix: np.ndarray) -> str:
+        """The edge section: after the first [BOS] (if any) of the tokens before the first [EOS]."""
+        bos = np.flatnonzero(prefix == self.bos)
+        section = prefix[int(bos[0]) + 1:] if len(bos) else prefix
+        key = section.tobytes()
+        text = self._edge_cache.get(key)
+        if text is None:  # one sequence asks hundreds of queries on the same edges
+            if len(self._edge_cache) >= 4096:
+                self._edge_cache.clear()
+            text = self._edge_cache[key] = " ".join(self._render(section).tolist())
+        return text
+
+    def _records_text(self, trace: np.ndarray) -> str:
+        """The trace with every [STARTSEARCH] ... [ENDSEARCH] span (inclusive) blanked out."""
+        idx = np.arange(len(trace))
+        last_ss = np.maximum.accumulate(np.where(trace == self.ss, idx, -1))
+        last_es = np.maximum.accumulate(np.where(trace == self.es, idx, -1))
+        inside = (last_ss > last_es) | (trace == self.es)
+        sym = self._render(trace)
+        sym[inside] = _BLANK
+        return " ".join(sym.tolist())
+
+    def _match(self, text: str, pattern: str, pos: int = 0) -> int | None:
+        m = re.compile(pattern).search(text, pos)
+        if m is None:
+            return None
+        name = next(g for g in m.groups() if g is not None)
+        return self.vocab.id(name) if name in self.vocab else None
