@@ -1,4 +1,6 @@
 """The live retrieval tool: right answers against brute force, [FAILED] for junk, never an exception."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,28 @@ def test_parent_queries_against_brute_force():
                 ctx += [SS_ID, node(x), TILDE_ID, ES_ID, node(first.get(x, p))]  # a query and a result
         for v in range(N):
             assert ask(ctx, node(v), TILDE_ID) == [node(first[v]) if v in first else FAILED_ID]
+
+
+def naive_parent(ctx, v):
+    """Oracle for "v ~": render the whole trace, spans blanked token by token, and regex it."""
+    start = max(k for k in range(len(ctx) - 1) if ctx[k] == SS_ID)
+    out, inside = [], False
+    for t in ctx[ctx.index(EOS_ID) + 1:start]:
+        inside = inside or t == SS_ID
+        out.append("|" if inside else VOCAB.sym(t))
+        inside = inside and t != ES_ID
+    m = re.search(rf"(?<!\S){v} ~ (\d+)(?!\S)", " ".join(out))
+    return [NODE0 + int(m.group(1))] if m else [FAILED_ID]
+
+
+def test_parent_queries_on_junk_match_a_full_render():
+    rng = np.random.default_rng(9)
+    alphabet = [SS_ID, ES_ID, TILDE_ID, TILDE_ID, DASH_ID, FAILED_ID] + [node(i) for i in range(4)]
+    for _ in range(3000):
+        junk = rng.choice(alphabet, size=int(rng.integers(0, 40))).tolist()
+        v = int(rng.integers(0, 4))
+        ctx = prompt([(0, 1)]) + junk + [SS_ID, node(v), TILDE_ID, ES_ID]
+        assert TOOL(ctx) == naive_parent(ctx, v), ctx
 
 
 def test_malformed_queries_fail():

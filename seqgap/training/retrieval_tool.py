@@ -22,8 +22,9 @@ with a regex built from the query:
   first [EOS]) for the first edge containing v, or the first one after the edge
   {v, u}; the result is that edge's other endpoint;
 * ``v ~``: the model-written records ``x ~ p`` after the first [EOS], with every
-  ``[STARTSEARCH] ... [ENDSEARCH]`` span blanked out (queries are not records);
-  the first record of v gives p.
+  ``[STARTSEARCH] ... [ENDSEARCH]`` span blanked out (queries are not records;
+  an unclosed span runs to the query); the first record of v gives p.  Only
+  the windows around the "~" tokens are rendered (same matches, less text).
 
 Anything else (empty or wrong-arity query, a special token or an unknown id
 inside it, no [STARTSEARCH], no [EOS] before the query, nothing found) returns
@@ -56,13 +57,16 @@ class RetrievalTool:
         self._unknown = len(vocab.symbols)
         self.is_node = np.array([s.isdigit() for s in vocab.symbols] + [False])
         self._edge_cache: dict[bytes, str] = {}
+        self._patterns: dict[tuple[str, str], re.Pattern] = {}
 
     # ---- public -------------------------------------------------------------------------
     def __call__(self, context: Sequence[int] | np.ndarray | Any) -> list[int] | None:
         if len(context) == 0 or int(context[-1]) != self.es:
             return None
         try:
-            arr = np.asarray(context.tolist() if hasattr(context, "tolist") else context, dtype=np.int64).reshape(-1)
+            if hasattr(context, "detach"):  # a torch tensor: zero-copy view of CPU memory
+                context = context.detach().cpu().numpy()
+            arr = np.asarray(context).reshape(-1).astype(np.int64, copy=False)
         except (TypeError, ValueError, OverflowError):
             return [self.failed]
         result = self.search(arr)
@@ -71,32 +75,50 @@ class RetrievalTool:
     def search(self, ctx: np.ndarray) -> int | None:
         """Result token id for the query that ends ``ctx`` (its last token is [ENDSEARCH]), or None."""
         end = len(ctx) - 1
-        starts = np.flatnonzero(ctx[:end] == self.ss)
+        # The last [STARTSEARCH]; a query has at most 3 tokens, so looking 4 back decides it.
+        starts = np.flatnonzero(ctx[max(end - 4, 0):end] == self.ss)
         if len(starts) == 0:
             return None
-        start = int(starts[-1])
+        start = max(end - 4, 0) + int(starts[-1])
         query = ctx[start + 1:end]
-        eos = np.flatnonzero(ctx[:start] == self.eos)
-        if len(eos) == 0 or not 2 <= len(query) <= 3:
+        head = ctx[:start] == self.eos
+        if not head.any() or not 2 <= len(query) <= 3:
             return None
+        first_eos = int(head.argmax())
         query = np.where((query >= 0) & (query < self._unknown), query, self._unknown)
         if not self.is_node[query[0]]:
             return None
-        v = re.escape(self._sym[query[0]])
-        first_eos = int(eos[0])
+        v = self._sym[query[0]]
         if len(query) == 2 and query[1] == self.tilde:
-            return self._match(self._records_text(ctx[first_eos + 1:start]), rf"(?<!\S){v} ~ (\d+)(?!\S)")
-        if query[1] != self.dash:
+            found = self._pattern("~", v).search(self._records_text(ctx[first_eos + 1:start]))
+            return None if found is None else self._node(found)
+        if query[1] != self.dash or (len(query) == 3 and not self.is_node[query[2]]):
             return None
-        edges = self._edges_text(ctx[:first_eos])
-        neighbour = rf"(?<!\S)(?:{v} - (\d+)|(\d+) - {v})(?!\S)"
+        # v's edges in input order: every match of "v - x" or "x - v" in the edge section
+        found = self._pattern("-", v).finditer(self._edges_text(ctx[:first_eos]))
         if len(query) == 2:
-            return self._match(edges, neighbour)
-        if not self.is_node[query[2]]:
-            return None
-        u = re.escape(self._sym[query[2]])
-        found = re.search(rf"(?<!\S)(?:{v} - {u}|{u} - {v})(?!\S)", edges)
-        return None if found is None else self._match(edges, neighbour, found.end())
+            first = next(found, None)
+            return None if first is None else self._node(first)
+        u = self._sym[query[2]]
+        for m in found:
+            if m.group(1) == u or m.group(2) == u:
+                after = next(found, None)
+                return None if after is None else self._node(after)
+        return None
+
+    def _pattern(self, kind: str, v: str) -> re.Pattern:
+        """The compiled regex for "v ~" (a record of v) or "v -" (an edge of v); cached per node."""
+        key = (kind, v)
+        pat = self._patterns.get(key)
+        if pat is None:
+            v = re.escape(v)
+            pat = self._patterns[key] = re.compile(
+                rf"(?<!\S){v} ~ (\d+)(?!\S)" if kind == "~" else rf"(?<!\S)(?:{v} - (\d+)|(\d+) - {v})(?!\S)")
+        return pat
+
+    def _node(self, m: re.Match) -> int | None:
+        name = next(g for g in m.groups() if g is not None)
+        return self.vocab.id(name) if name in self.vocab else None
 
     # ---- rendering ----------------------------------------------------------------------
     def _render(self, ids: np.ndarray) -> np.ndarray:
@@ -115,18 +137,20 @@ class RetrievalTool:
         return text
 
     def _records_text(self, trace: np.ndarray) -> str:
-        """The trace with every [STARTSEARCH] ... [ENDSEARCH] span (inclusive) blanked out."""
+        """The records of the trace: every "~" outside the search spans with its two neighbours, in order.
+
+        Rendering the whole trace with each ``[STARTSEARCH] ... [ENDSEARCH]`` span
+        (inclusive) blanked gives the same regex matches, since a record match
+        is a "~" and the tokens on either side; rendering only those windows
+        keeps a query O(records) after the vectorised scan, not O(context).
+        """
         idx = np.arange(len(trace))
         last_ss = np.maximum.accumulate(np.where(trace == self.ss, idx, -1))
         last_es = np.maximum.accumulate(np.where(trace == self.es, idx, -1))
         inside = (last_ss > last_es) | (trace == self.es)
-        sym = self._render(trace)
-        sym[inside] = _BLANK
-        return " ".join(sym.tolist())
-
-    def _match(self, text: str, pattern: str, pos: int = 0) -> int | None:
-        m = re.compile(pattern).search(text, pos)
-        if m is None:
-            return None
-        name = next(g for g in m.groups() if g is not None)
-        return self.vocab.id(name) if name in self.vocab else None
+        tildes = np.flatnonzero((trace == self.tilde) & ~inside)
+        tildes = tildes[(tildes > 0) & (tildes < len(trace) - 1)]
+        window = tildes[:, None] + np.arange(-1, 2)  # (records, 3)
+        sym = self._render(trace[window])
+        sym[inside[window]] = _BLANK
+        return " | ".join(" ".join(w) for w in sym.tolist())
