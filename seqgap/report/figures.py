@@ -1,0 +1,72 @@
+"""Small plotting and table helpers shared by every study report (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def line_plot(series: dict[str, list[tuple[float, float | None]]], xlabel: str, ylabel: str, title: str,
+              path: Path, logy: bool = False, cap: float | None = None, logx: bool = False) -> Path:
+    """One line per series; a None y (unsolved) is drawn at ``cap`` with an open marker."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        pts = sorted(pts, key=lambda p: p[0])
+        xs = [p[0] for p in pts]
+        ys = [p[1] if p[1] is not None else (cap if cap else float("nan")) for p in pts]
+        line, = ax.plot(xs, ys, marker="o", label=name, alpha=0.9)
+        unsolved = [(x, cap) for x, y in pts if y is None and cap]
+        if unsolved:
+            ax.scatter([u[0] for u in unsolved], [u[1] for u in unsolved], s=90, facecolors="none",
+                       edgecolors=line.get_color(), linewidths=2, zorder=5)
+    if cap and logy:
+        ax.axhline(cap, color="gray", ls=":", lw=1)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bar_plot(series: dict[str, list[tuple[str, float]]], ylabel: str, title: str, path: Path,
+             hline: float | None = None, logy: bool = False) -> Path:
+    """Grouped bars: one group per x label, one bar per series."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = sorted({x for pts in series.values() for x, _ in pts})
+    width = 0.8 / max(1, len(series))
+    for i, (name, pts) in enumerate(sorted(series.items())):
+        d = dict(pts)
+        xs = [j + i * width for j in range(len(labels))]
+        ax.bar(xs, [d.get(lab, 0.0) for lab in labels], width=width, label=name)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(labels))])
+    ax.set_xticklabels(labels)
+    if hline is not None:
+        ax.axhline(hline, color="k", ls="--", lw=1)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

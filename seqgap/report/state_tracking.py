@@ -1,0 +1,176 @@
+"""Figures (PNG) and Markdown summaries for study E (sample complexity, sharing, length generalisation).
+
+Every writer returns the Markdown it wrote to ``out/summary.md`` and also
+writes ``out/results.json`` with the raw numbers behind it.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqgap.report.figures import line_plot, md_table
+
+
+def _n_plot_value(r) -> float | None:
+    return None if r.search.n_star is None else float(r.search.n_star)
+
+
+def _settings_line(settings) -> str:
+    t = settings.train
+    return (f"N_max {settings.n_max:,}, shrink factor M={settings.factor:g}, at most {settings.max_steps} N per cell "
+            f"({settings.bisect} bisection), grid lr {list(settings.lrs)} x seeds {list(settings.seeds)}, "
+            f"budget {t.steps:,} steps (batch {t.batch_size}, eval every {t.eval_every}), success = validation loss "
+            f"< {t.success_loss:g}, plateau stop after {t.patience_evals or 'never'} stalled evaluations")
+
+
+def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) -> str:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1))
+    lines = ["# Sample complexity N*", "", _settings_line(settings), "",
+             "N* = smallest training-set size at which a run of the grid reaches the criterion; "
+             "`> N` = failed even at the largest N available (N_max capped by the distinct samples).", ""]
+    # table: rows (model, format, m), columns L
+    by_row: dict[tuple, dict[int, str]] = defaultdict(dict)
+    Ls = sorted({r.cell.max_length for r in results})
+    for r in results:
+        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        by_row[(r.cell.model, r.cell.format, m)][r.cell.max_length] = r.search.label()
+    rows = [[mod, fmt, str(m)] + [by_row[(mod, fmt, m)].get(L, "") for L in Ls]
+            for (mod, fmt, m) in sorted(by_row, key=lambda k: (k[1], k[0], str(k[2])))]
+    lines += md_table(["model", "format", "m", *[f"L={L}" for L in Ls]], rows)
+    lines.append("")
+
+    # figures: N* vs L per model (one panel line per model/format), N* vs m
+    series_L: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    series_m: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+    for r in results:
+        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        series_L[f"{r.cell.model} / {r.cell.format} / m={m}"].append((r.cell.max_length, _n_plot_value(r)))
+        series_m[f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}"].append((m, _n_plot_value(r)))
+    if Ls:
+        line_plot(series_L, "max length L", "N* (log)", "Sample complexity vs length", out / "nstar_vs_length.png",
+                  logy=True, cap=settings.n_max)
+        lines.append("![N* vs L](nstar_vs_length.png)")
+    if len({r.cell.task_params.get("m") for r in results}) > 1:
+        line_plot(series_m, "m (state-space size)", "N* (log)", "Sample complexity vs m", out / "nstar_vs_m.png",
+                  logy=True, cap=settings.n_max)
+        lines.append("![N* vs m](nstar_vs_m.png)")
+    lines += ["", "Unsolved cells are drawn at the top of the plot (open markers) as `> N_max`.", ""]
+    lines += findings_sample_complexity(results)
+    md = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(md)
+    return md
+
+
+def _growth(results, model, fmt) -> tuple[float | None, str]:
+    """N*(largest L) / N*(smallest L) for a model/format (lower bound if the largest is unsolved)."""
+    rs = sorted([r for r in results if r.cell.model == model and r.cell.format == fmt], key=lambda r: r.cell.max_length)
+    if len(rs) < 2 or rs[0].search.n_star is None:
+        return None, "n/a"
+    lo = rs[0].search.n_star
+    hi = rs[-1].search.n_star
+    if hi is None:
+        return rs[-1].n_cap / lo, f">= {rs[-1].n_cap / lo:.1f}x"
+    return hi / lo, f"{hi / lo:.1f}x"
+
+
+def findings_sample_complexity(results) -> list[str]:
+    """Plain statements computed from the measured numbers (no expected values are assumed)."""
+    out = ["## What the numbers say", ""]
+    models = sorted({r.cell.model for r in results})
+    formats = sorted({r.cell.format for r in results})
+    for fmt in formats:
+        parts = []
+        for model in models:
+            g, label = _growth(results, model, fmt)
+            if g is not None:
+                parts.append(f"{model} {label}")
+        if parts:
+            Ls = sorted({r.cell.max_length for r in results})
+            out.append(f"- growth of N* from L={Ls[0]} to L={Ls[-1]} under {fmt}: " + ", ".join(parts))
+    # format preference per model: sum over cells of N* (cap for unsolved)
+    for model in models:
+        tot = {}
+        for fmt in formats:
+            rs = [r for r in results if r.cell.model == model and r.cell.format == fmt]
+            if rs:
+                tot[fmt] = sum((r.search.n_star if r.search.n_star is not None else 2 * r.n_cap) for r in rs)
+        if len(tot) > 1:
+            best = min(tot, key=tot.get)
+            out.append(f"- {model} needs the fewest samples with {best} "
+                       f"(sum of N* over cells, unsolved counted as 2 x N_max: "
+                       + ", ".join(f"{f} {v:,}" for f, v in tot.items()) + ")")
+    out.append("")
+    return out
+
+
+def write_sharing_report(rows, settings, out: Path) -> str:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = [{"cell": asdict(base), "kappa": k.value, "relation": k.relation, "label": k.label(),
+             "per_length": {str(n): v for n, v in k.per_length.items()}, "joint": k.joint} for base, k, _ in rows]
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    lines = ["# Sharing factor kappa", "", _settings_line(settings), "",
+             "kappa = sum_n N*_n / N*_joint (n = 2..L). > 1: data at one length helps the others; "
+             "~1: each length learned in isolation; < 1: interference. `>` marks a lower bound "
+             "(some fixed-length cell failed at its cap and counts as the cap).", ""]
+    table = []
+    for base, k, _ in rows:
+        m = base.task_params.get("m", base.task_params.get("k"))
+        per = ", ".join(f"{n}:{'>' + str(_cap(rows, base, n)) if v is None else v}" for n, v in k.per_length.items())
+        table.append([base.model, base.format, str(m), str(base.max_length), k.label(),
+                      "fail" if k.joint is None else f"{k.joint:,}", per])
+    lines += md_table(["model", "format", "m", "L", "kappa", "N*_joint", "N*_n (n:N*)"], table)
+    series = defaultdict(list)
+    for base, k, _ in rows:
+        if k.value is not None:
+            series[base.format].append((base.model, k.value))
+    from seqgap.report.figures import bar_plot
+
+    bar_plot(series, "kappa", "Sharing factor per model and format", out / "kappa.png", hline=1.0)
+    lines += ["", "![kappa](kappa.png)", ""]
+    md = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(md)
+    return md
+
+
+def _cap(rows, base, n) -> int:
+    for b, _, chunk in rows:
+        if b is base:
+            for r in chunk:
+                if r is not None and r.cell.max_length == n and r.cell.length_dist == "fixed":
+                    return r.n_cap
+    return 0
+
+
+def write_length_gen_report(results, out: Path) -> str:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = [{"cell": asdict(r.cell), "n_train": r.n_train, "curve": r.curve, "raw": r.raw,
+             "best_val_loss": r.best_val_loss, "learned_positions": r.learned_positions, "run": r.run_id}
+            for r in results]
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    lines = ["# Length generalisation", "",
+             "Trained at max length L on the largest training set, evaluated on fresh problems up to 2L. "
+             "Accuracy of the final state, normalised: 0 = chance, 1 = perfect. CoT answers come from free greedy "
+             "generation.", ""]
+    table = []
+    for r in results:
+        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        note = "learned abs. positions: untrained beyond training length" if r.learned_positions else ""
+        table.append([r.cell.model, r.cell.format, str(m), str(r.cell.max_length), f"{r.n_train:,}",
+                      f"{r.best_val_loss:.2g}", f"{r.curve.get(r.cell.max_length, float('nan')):.2f}",
+                      f"{r.at_2L:.2f}", note])
+    lines += md_table(["model", "format", "m", "L", "N", "best val loss", "acc@L (norm)", "acc@2L (norm)", "note"], table)
+    series = {f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}":
+              sorted((k / r.cell.max_length, v) for k, v in r.curve.items()) for r in results}
+    line_plot(series, "evaluation length / training length", "normalized accuracy", "Length generalisation",
+              out / "length_generalization.png", logy=False)
+    lines += ["", "![length generalization](length_generalization.png)", ""]
+    md = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(md)
+    return md

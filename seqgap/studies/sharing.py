@@ -1,0 +1,123 @@
+"""Study E, part 2: the sharing factor kappa.
+
+    kappa = (sum_{n=2..L} N*_n) / N*_joint
+
+N*_n: data needed by a model trained and evaluated at fixed length n only;
+N*_joint: data needed by one model trained on all lengths 2..L together
+(uniform length distribution).  kappa > 1: learning is shared across lengths;
+~1: each length is learned in isolation; < 1: lengths interfere.
+
+All cells are ordinary sample-complexity cells, so they are read from the
+store when another study already searched them.
+
+Bounds: when a search fails at N_max the cell's N* is only known to exceed it.
+If N*_joint is unknown, kappa < sum / N_max ... is not informative, so kappa is
+reported as a bound where one exists (e.g. "> 3.1" when some N*_n are lower
+bounds and the joint is exact) and "n/a" otherwise.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqgap.studies.sample_complexity import (
+    Cell, CellResult, add_cell_arguments, add_search_arguments, cell_axes, search_cells, settings_from,
+    validate_cells,
+)
+
+NAME = "sharing"
+HELP = "sharing factor kappa = sum_n N*_n / N*_joint: is learning shared across lengths?"
+
+
+@dataclass
+class Kappa:
+    value: float | None  # point value (exact when all N* are exact numbers)
+    relation: str  # "=", ">", "<" or "n/a"
+    per_length: dict[int, int | None]
+    joint: int | None
+    n_cap: int
+
+    def label(self) -> str:
+        if self.relation == "n/a" or self.value is None:
+            return "n/a"
+        return f"{self.value:.2f}" if self.relation == "=" else f"{self.relation} {self.value:.2f}"
+
+
+def kappa(per_length: dict[int, int | None], joint: int | None, caps: dict[int, int] | None = None,
+          joint_cap: int | None = None) -> Kappa:
+    """kappa from per-length N* (None = failed at its cap) and the joint N*.
+
+    Unsolved per-length cells count as their cap (a lower bound on N*_n), which
+    makes the sum, and kappa, a lower bound.
+    """
+    caps = caps or {}
+    if joint is None:
+        return Kappa(None, "n/a", per_length, joint, joint_cap or 0)
+    total, lower = 0, False
+    for n, v in per_length.items():
+        if v is None:
+            cap = caps.get(n)
+            if cap is None:
+                return Kappa(None, "n/a", per_length, joint, joint_cap or 0)
+            total += cap
+            lower = True
+        else:
+            total += v
+    return Kappa(total / joint, ">" if lower else "=", per_length, joint, joint_cap or 0)
+
+
+def sharing_cells(base: Cell, min_length: int = 2) -> tuple[list[Cell], Cell]:
+    """Fixed-length cells n = 2..L and the joint (uniform) cell for one model/format."""
+    from dataclasses import replace
+
+    fixed = [replace(base, max_length=n, length_dist="fixed") for n in range(min_length, base.max_length + 1)]
+    joint = replace(base, length_dist="uniform")
+    return fixed, joint
+
+
+def compute_kappas(bases: Sequence[Cell], settings, store_path: str | None, workers: int | None,
+                   log=print) -> list[tuple[Cell, Kappa, list[CellResult | None]]]:
+    groups = [sharing_cells(b) for b in bases]
+    flat: list[Cell] = []
+    for fixed, joint in groups:
+        flat.extend(fixed + [joint])
+    results = search_cells(flat, settings, store_path, workers, log=log)
+    out, i = [], 0
+    for base, (fixed, joint) in zip(bases, groups):
+        chunk = results[i:i + len(fixed) + 1]
+        i += len(fixed) + 1
+        if any(r is None for r in chunk):
+            out.append((base, Kappa(None, "n/a", {}, None, 0), chunk))
+            continue
+        per = {r.cell.max_length: r.search.n_star for r in chunk[:-1]}
+        caps = {r.cell.max_length: r.n_cap for r in chunk[:-1]}
+        jr = chunk[-1]
+        out.append((base, kappa(per, jr.search.n_star, caps, jr.n_cap), chunk))
+    return out
+
+
+def add_arguments(p) -> None:
+    add_cell_arguments(p, lengths_help="max length L (kappa uses n = 2..L); one or more")
+    add_search_arguments(p)
+
+
+def main(args) -> int:
+    from seqgap.report.state_tracking import write_sharing_report
+    from seqgap.studies.sample_complexity import make_cells
+
+    settings = settings_from(args)
+    axes = cell_axes(args)
+    if not args.length:
+        axes["lengths"] = [SHARING_DEFAULT_L[args.preset]]
+    bases = make_cells(length_dist="fixed", **axes)
+    validate_cells(bases)
+    out = Path(args.out or f"seqgap_out/sharing_{args.preset}")
+    print(f"sharing: {len(bases)} model/format/m/L combinations, preset {args.preset}, report -> {out}", file=sys.stderr)
+    rows = compute_kappas(bases, settings, args.store, args.workers, log=lambda s: print(s, file=sys.stderr))
+    print(write_sharing_report(rows, settings, out))
+    return 0
+
+
+SHARING_DEFAULT_L = {"quick": 6, "paper": 10}
