@@ -16,7 +16,9 @@ from typing import Any
 from seqgap.errors import SeqgapError
 
 # Bump when a change to data generation or training would change results,
-# so stale runs in an old store are not reused.
+# so stale runs in an old store are not reused.  Run ids leave out fields at their
+# default value, so CHANGING A DEFAULT below also requires a bump
+# (tests/test_store.py pins the defaults to catch it).
 RESULTS_VERSION = 1
 
 
@@ -64,14 +66,18 @@ class RunConfig:
     # after training, evaluate the final model at these lengths (fresh problems)
     eval_lengths: tuple[int, ...] = ()
     n_eval: int = 500  # problems per extra evaluation length
+    # after training, score this many validation problems by free greedy generation
+    # (generative formats only; with the task's tool, e.g. live retrieval, if it has one)
+    gen_eval: int = 0
     # positions to allocate for models with learned absolute positions (0 = just enough
     # for max_length and eval_lengths); recorded so length-generalisation is honest.
     max_positions: int = 0
 
     def identity(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["train"] = {k: v for k, v in d["train"].items() if k not in NON_IDENTITY_FIELDS}
-        d["eval_lengths"] = list(self.eval_lengths)
+        """The fields that define the run.  Fields at their default value are left out, so
+        adding a new option (with a default) later does not change existing runs' ids."""
+        d = _non_default(self, RunConfig())
+        d["train"] = {k: v for k, v in _non_default(self.train, TrainConfig()).items() if k not in NON_IDENTITY_FIELDS}
         d["results_version"] = RESULTS_VERSION
         return d
 
@@ -102,6 +108,22 @@ class RunConfig:
 
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _non_default(obj: Any, default: Any) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            continue
+        if isinstance(v, tuple):
+            v = list(v)
+        dv = getattr(default, f.name)
+        if isinstance(dv, tuple):
+            dv = list(dv)
+        if v != dv:
+            out[f.name] = v
+    return out
 
 
 def config_hash(d: dict[str, Any]) -> str:

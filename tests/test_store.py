@@ -57,3 +57,23 @@ def test_kill_9_mid_write_leaves_no_partial_run(tmp_path):
     for r in rows:  # every stored run is complete
         assert r["config"]["i"] == r["summary"]["i"]
         assert len(r["history"]) == 5 and len(r["config"]["blob"]) == 200_000
+
+
+def test_defaults_are_pinned():
+    """Run ids omit default-valued fields; a changed default would silently alias old runs.
+    If you change a default on purpose, bump RESULTS_VERSION and update this test."""
+    import dataclasses
+
+    from seqgap.config import RESULTS_VERSION
+
+    assert RESULTS_VERSION == 1
+    d = dataclasses.asdict(RunConfig())
+    assert d["train"] == {
+        "lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "constant", "warmup_steps": 0,
+        "batch_size": 64, "steps": 2000, "eval_every": 100, "success_loss": 1e-4, "early_stop": True,
+        "patience_evals": 0, "patience_rel": 0.01, "patience_min_frac": 0.25, "grad_clip": 1.0, "seed": 0,
+        "device": "cpu", "threads": None}
+    d.pop("train")
+    assert d == {"task": "modadd", "task_params": {}, "max_length": 20, "length_dist": "fixed", "n_train": 2000,
+                 "n_val": None, "data_seed": 0, "model": "lstm", "model_size": None, "model_options": {},
+                 "eval_lengths": (), "n_eval": 500, "gen_eval": 0, "max_positions": 0}

@@ -189,6 +189,22 @@ class Task(ABC):
         cont = list(continuation)[: len(expected)]
         return len(cont) == len(expected) and all(int(a) == int(b) for a, b in zip(cont, expected))
 
+    def generation_metrics(self, example: Example, continuation: Sequence[int]) -> dict[str, float]:
+        """Per-example metrics of free generation (averaged by the trainer as ``gen_<name>``)."""
+        return {"acc": float(self.score_generation(example, continuation))}
+
+    def generation_tool(self):
+        """A tool called during generation (see ``training/generate.py``), or None."""
+        return None
+
+    def generation_stop_ids(self) -> set[int]:
+        """Generation of an example ends when one of these tokens is generated."""
+        return {self.vocab.id(EOS)} if EOS in self.vocab else set()
+
+    def max_new_tokens(self, example: Example) -> int:
+        """Generation budget for one example: its expected continuation plus slack."""
+        return 2 * (len(example.inputs) + 1 - (example.prompt_len or 0)) + 8
+
     # ---- descriptions -------------------------------------------------------
     @property
     @abstractmethod

@@ -199,6 +199,17 @@ class StateTrackingTask(Task):
         mask_t = torch.from_numpy(np.ascontiguousarray(mask))
         return Batch(torch.from_numpy(inputs), torch.from_numpy(targets), mask_t, mask_t.clone(), torch.from_numpy(lens))
 
+    def score_generation(self, example: Example, continuation: Sequence[int]) -> bool:
+        """A generated CoT is right when its n-th token is the final state s_n (intermediate
+        states are the model's own business at test time, as in E's accuracy)."""
+        n = example.meta["length"]
+        return len(continuation) >= n and int(continuation[n - 1]) == _OFF + example.meta["state"]
+
+    def generation_metrics(self, example: Example, continuation: Sequence[int]) -> dict[str, float]:
+        trace = example.sequence[example.prompt_len:]
+        exact = len(continuation) >= len(trace) and all(int(a) == int(b) for a, b in zip(continuation, trace))
+        return {"acc": float(self.score_generation(example, continuation)), "trace_acc": float(exact)}
+
     # ---- descriptions ----------------------------------------------------------
     @property
     def chance_accuracy(self) -> float:
