@@ -1,0 +1,296 @@
+"""Decoder-only Transformer, in two flavours.
+
+* ``gpt2`` (E's model; Radford et al. 2019): learned absolute position
+  embeddings (``max_len`` of them), pre-norm LayerNorm blocks, GELU MLP, biases.
+* ``llama`` (W's model; Touvron et al. 2023): rotary position embeddings
+  (RoPE, Su et al. 2021) inside attention, RMSNorm, SwiGLU MLP (Shazeer 2020),
+  no biases.
+
+Both are registered: ``transformer`` (flavor gpt2) and ``llama`` (flavor llama).
+
+:class:`Block` is one pre-norm decoder layer, usable on its own (the Hybrid
+model puts one after its RNN stack).  It has a full-sequence ``forward`` and a
+one-token ``step`` with a preallocated KV cache.
+
+Written for speed on small CPUs as well as clarity: one fused q/k/v projection,
+one fused SwiGLU input projection, a single ``scaled_dot_product_attention``
+call for all heads, RoPE tables precomputed once.
+
+Named sizes (4 heads and ``d_ff = 4 d_model`` unless said; parameter counts
+without embeddings, head and gpt2 positions -- add ``2 * vocab * d_model`` for
+untied learned embeddings and ``max_len * d_model`` for gpt2 positions):
+
+    size            shape                            llama     gpt2 (transformer)
+    tiny            d64, 2 layers                    131k      100k
+    small           d128, 4 layers                   1.05M     793k
+    0.5M            d64, ff 256, 8 / 10 layers       525k      500k
+    1M              d88, ff 352, 8 / 11 layers       993k      1.03M
+    2M              d128, ff 512, 8 / 10 layers      2.10M     1.98M
+    paper-e         d256, 6 layers, 8 heads          6.29M     4.74M
+    paper-e-2layer  d256, 2 layers, 8 heads          2.10M     1.58M
+
+"0.5M" for llama is W's Transformer (d64 x 8 layers, ff 256, 4 heads: 0.53M
+with a ~70-token vocabulary).  1M and 2M grow the *width* at W's depth of 8
+(depth costs more than width on a CPU, and more per generated token).  gpt2
+gets more layers (10 / 11 / 10) to reach the same counts, because its GELU MLP
+has two matrices where SwiGLU has three.  paper-e is E's GPT-2 (6 layers, d256,
+8 heads, MLP x4; its llama variant is simply the same shape).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqgap.errors import SeqgapError
+from seqgap.models.base import SequenceModel, StateSize
+from seqgap.models.embeddings import TokenEmbedding
+from seqgap.models.registry import register_model
+
+FLAVORS = ("gpt2", "llama")
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int | None = None  # MLP hidden width (SwiGLU hidden width for llama); None: 4 * d_model
+    flavor: str = "gpt2"  # "gpt2" | "llama"
+    frozen_embeddings: bool = False
+    rope_base: float = 10000.0  # llama only
+
+
+@dataclass
+class LlamaConfig(TransformerConfig):
+    flavor: str = "llama"
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain and no bias (Zhang & Sennrich 2019)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(flavor: str, dim: int) -> nn.Module:
+    return nn.LayerNorm(dim) if flavor == "gpt2" else RMSNorm(dim)
+
+
+def rope_table(max_len: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """Complex rotations (max_len, head_dim/2) for RoPE: coordinates (2i, 2i+1) form one
+    complex number, rotated at position p by the angle p * base^(-2i/head_dim)."""
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (hd/2,)
+    angles = torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq  # (L, hd/2)
+    return torch.polar(torch.ones_like(angles), angles)
+
+
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., hd) by rot (complex, broadcastable to (..., hd/2)).
+
+    One complex multiply: about twice as fast on CPU as the "rotate half" form."""
+    z = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., hd/2) complex
+    return torch.view_as_real(z * rot).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention; RoPE on q and k when ``rope`` is set."""
+
+    def __init__(self, d_model: int, n_heads: int, max_len: int, bias: bool, rope: bool, rope_base: float = 10000.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.n_heads, self.head_dim, self.max_len = n_heads, d_model // n_heads, max_len
+        if rope and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got d_model/n_heads = {self.head_dim}")
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # fused q, k, v projections
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rope = rope
+        if rope:
+            self.register_buffer("rot", rope_table(max_len, self.head_dim, rope_base), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        B, T, D = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)
+        if self.rope:  # rotate q and k together: (B, T, 2, H, hd) by (T, 1, 1, hd/2)
+            qk = apply_rope(qkv[:, :, :2], self.rot[:T, None, None])
+            q, k = qk.unbind(2)
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        v = qkv[:, :, 2]
+        # (B, H, T, hd); one fused kernel for all heads, causal mask built in
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+    def init_cache(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Preallocated key and value caches, (B, H, max_len, hd) each."""
+        shape = (batch_size, self.n_heads, self.max_len, self.head_dim)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor], pos: int):
+        """x (B, D) is the token at position ``pos``; writes its key/value into the cache in place."""
+        if pos >= self.max_len:
+            raise SeqgapError(f"sequence longer than the model's max_len={self.max_len}")
+        B, D = x.shape
+        q, k, v = self.qkv(x).view(B, 3, self.n_heads, self.head_dim).unbind(1)  # (B, H, hd) each
+        if self.rope:
+            q, k = (apply_rope(t, self.rot[pos]) for t in (q, k))
+        k_cache, v_cache = cache
+        k_cache[:, :, pos] = k
+        v_cache[:, :, pos] = v
+        # a single query attends to every cached position 0..pos: no mask needed
+        y = F.scaled_dot_product_attention(q[:, :, None], k_cache[:, :, : pos + 1], v_cache[:, :, : pos + 1])
+        return self.proj(y.reshape(B, D)), cache
+
+
+class MLP(nn.Module):
+    """GELU MLP (gpt2) or SwiGLU (llama): silu(x W1) * (x W3), then W2."""
+
+    def __init__(self, d_model: int, d_ff: int, flavor: str):
+        super().__init__()
+        self.swiglu = flavor == "llama"
+        bias = not self.swiglu
+        # for SwiGLU W1 and W3 are fused into one matrix of 2 * d_ff outputs
+        self.up = nn.Linear(d_model, (2 if self.swiglu else 1) * d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.down(h)
+
+
+class Block(nn.Module):
+    """One pre-norm decoder layer: x + attn(norm(x)), then + mlp(norm(x)).
+
+    Position-free for gpt2 (positions are added by the model); RoPE inside
+    attention for llama.  ``d_ff=None`` means 4 * d_model.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int | None, flavor: str, max_len: int, rope_base: float = 10000.0):
+        super().__init__()
+        if flavor not in FLAVORS:
+            raise ValueError(f"unknown transformer flavor {flavor!r}; known: {', '.join(FLAVORS)}")
+        llama = flavor == "llama"
+        self.norm1 = make_norm(flavor, d_model)
+        self.attn = Attention(d_model, n_heads, max_len, bias=not llama, rope=llama, rope_base=rope_base)
+        self.norm2 = make_norm(flavor, d_model)
+        self.mlp = MLP(d_model, d_ff or 4 * d_model, flavor)
+        for m in self.modules():  # GPT-2 / LLaMA initialisation
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+    def init_cache(self, batch_size: int, device=None):
+        return self.attn.init_cache(batch_size, device)
+
+    def step(self, x: torch.Tensor, cache, pos: int):  # (B, D) -> ((B, D), cache)
+        a, cache = self.attn.step(self.norm1(x), cache, pos)
+        x = x + a
+        return x + self.mlp(self.norm2(x)), cache
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class KVState:
+    """Generation state: the next position and one (k, v) cache per block (updated in place)."""
+
+    pos: int
+    caches: list
+
+
+def _sizes(flavor: str) -> dict[str, dict]:
+    deep = {"gpt2": (10, 11, 10), "llama": (8, 8, 8)}[flavor]  # layers of 0.5M, 1M, 2M
+    return {
+        "tiny": dict(d_model=64, n_layers=2, n_heads=4),
+        "small": dict(d_model=128, n_layers=4, n_heads=4),
+        "0.5M": dict(d_model=64, n_layers=deep[0], n_heads=4, d_ff=256),
+        "1M": dict(d_model=88, n_layers=deep[1], n_heads=4, d_ff=352),
+        "2M": dict(d_model=128, n_layers=deep[2], n_heads=4, d_ff=512),
+        "paper-e": dict(d_model=256, n_layers=6, n_heads=8, d_ff=1024),
+        "paper-e-2layer": dict(d_model=256, n_layers=2, n_heads=8, d_ff=1024),
+    }
+
+
+@register_model("llama", config=LlamaConfig, sizes=_sizes("llama"), recurrent=False,
+                help="LLaMA-style Transformer (RoPE, RMSNorm, SwiGLU, no biases), W's model")
+@register_model("transformer", config=TransformerConfig, sizes=_sizes("gpt2"), recurrent=False,
+                help="GPT-2-style Transformer (learned positions, LayerNorm, GELU), E's model")
+class Transformer(SequenceModel):
+    """Decoder-only Transformer (gpt2 or llama flavour)."""
+
+    def __init__(self, config: TransformerConfig, vocab_size: int, max_len: int):
+        super().__init__()
+        c = config
+        if c.flavor not in FLAVORS:
+            raise ValueError(f"unknown transformer flavor {c.flavor!r}; known: {', '.join(FLAVORS)}")
+        self.config, self.vocab_size, self.max_len = c, vocab_size, max_len
+        self.emb = TokenEmbedding(vocab_size, c.d_model, frozen=c.frozen_embeddings)
+        self.pos = None
+        if c.flavor == "gpt2":
+            self.pos = nn.Parameter(torch.randn(max_len, c.d_model) * 0.01)  # (max_len, D)
+        self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.d_ff, c.flavor, max_len, c.rope_base)
+                                    for _ in range(c.n_layers))
+        self.norm = make_norm(c.flavor, c.d_model)
+        for b in self.blocks:  # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers)
+            for lin in (b.attn.proj, b.mlp.down):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * c.n_layers))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        T = x.shape[1]
+        if T > self.max_len:
+            raise SeqgapError(f"sequence of length {T} is longer than the model's max_len={self.max_len}")
+        if self.pos is not None:
+            x = x + self.pos[:T]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def init_state(self, batch_size: int, device=None) -> KVState:
+        device = device if device is not None else self.device
+        return KVState(0, [b.init_cache(batch_size, device) for b in self.blocks])
+
+    def features_step(self, x: torch.Tensor, state: KVState):  # (B, D) -> ((B, D), state)
+        pos = state.pos
+        if self.pos is not None:
+            if pos >= self.max_len:
+                raise SeqgapError(f"sequence longer than the model's max_len={self.max_len}")
+            x = x + self.pos[pos]
+        caches = []
+        for block, cache in zip(self.blocks, state.caches):
+            x, cache = block.step(x, cache, pos)
+            caches.append(cache)
+        return self.norm(x), KVState(pos + 1, caches)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
+        return self.emb.logits(self.features(self.emb(tokens)))
+
+    def step(self, tokens: torch.Tensor, state: KVState):  # (B,) -> ((B, V), state)
+        y, state = self.features_step(self.emb(tokens), state)
+        return self.emb.logits(y), state
+
+    def state_size(self) -> StateSize:
+        # keys and values of every layer, per token
+        return StateSize(2 * self.config.n_layers * self.config.d_model, per_token=True)
