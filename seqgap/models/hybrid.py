@@ -1,0 +1,170 @@
+"""Hybrid: a recurrent stack with ONE causal attention layer (W's claim 4).
+
+W prove that an RNN followed by a single Transformer layer solves the retrieval
+tasks (Index, AR, c-gram, Counting) without CoT and IsTree with O(n log n) CoT,
+and train "Mamba + one LLaMA decoder layer at the end".  Here the recurrent
+part may be any registered RNN that exposes ``features`` / ``features_step``
+(``rnn``: mamba, lstm, dense-ssm) and the attention layer may sit anywhere::
+
+    tokens -> emb -> RNN(attn_position layers) -> attention Block -> RNN(rest) -> [RMSNorm] -> head
+
+``attn_position`` is the number of RNN layers before the attention layer
+(default: all of them, W's layout).  The RNN segments are ordinary model
+instances built through the registry with ``d_model`` and ``n_layers`` (plus
+``rnn_options``, e.g. ``{"d_state": 8}``); their own embeddings and heads are
+deleted, so they add no unused parameters.  The attention layer is
+:class:`seqgap.models.transformer.Block` (``attn_flavor``: llama = RoPE, RMSNorm,
+SwiGLU by default; gpt2 = LayerNorm/GELU and no positional signal but what the
+RNN provides).  When the attention layer is last, a final RMSNorm precedes the
+head (RNN segments end with their own output norm).
+
+State (``state_size``): the attention layer's KV cache grows with the context,
+so the state is reported like a Transformer's, ``floats`` = KV floats *per
+token* (``per_token=True``, 2 * d_model), and the fixed-size RNN state is
+given separately as ``fixed_floats``: after t tokens the model carries
+``fixed_floats + t * floats`` numbers.  The registry marks the Hybrid
+``recurrent=False`` (not an RNN in W's sense).
+
+Named sizes (rnn = mamba; parameters without embeddings/head; llama block with
+4 heads and d_ff = 4 d_model):
+
+=====  ================================  ========
+size   shape                             params
+=====  ================================  ========
+tiny   d64, 2 Mamba + 1 attention         131k
+small  d64, 4 Mamba + 1 attention         197k
+0.5M   d64, 12 Mamba + 1 attention        458k  (W: "Hybrid d64, 12 Mamba + 1 attention = 0.46M")
+1M     d96, 12 Mamba + 1 attention        967k
+2M     d144, 12 Mamba + 1 attention       2.08M
+=====  ================================  ========
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqgap.errors import SeqgapError
+from seqgap.models.base import SequenceModel, StateSize
+from seqgap.models.embeddings import TokenEmbedding
+from seqgap.models.registry import build_model, get_spec, register_model
+from seqgap.models.transformer import Block, RMSNorm
+
+
+@dataclass
+class HybridConfig:
+    d_model: int = 64
+    n_layers: int = 4  # recurrent layers in all (the attention layer is extra)
+    rnn: str = "mamba"  # any registered recurrent model with features/features_step: mamba, lstm, dense-ssm
+    attn_position: int | None = None  # recurrent layers before the attention layer; None: all (attention last)
+    n_heads: int = 4
+    d_ff: int | None = None  # attention block's MLP width; None: 4 * d_model
+    attn_flavor: str = "llama"  # "llama" | "gpt2"
+    rnn_options: dict = field(default_factory=dict)  # extra config of the recurrent segments, e.g. {"d_state": 8}
+    frozen_embeddings: bool = False
+
+
+@dataclass
+class HybridState:
+    """Generation state: the next position, the RNN segments' states and the attention KV cache."""
+
+    pos: int
+    before: Any
+    attn: Any
+    after: Any
+
+
+@dataclass
+class HybridStateSize(StateSize):
+    """KV cache floats per token (``floats``, ``per_token=True``) plus a fixed RNN state."""
+
+    fixed_floats: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.fixed_floats:,} fixed floats (RNN) + {self.floats:,} floats per token (KV cache)"
+
+
+def _sizes() -> dict[str, dict]:
+    return {
+        "tiny": dict(d_model=64, n_layers=2),
+        "small": dict(d_model=64, n_layers=4),
+        "0.5M": dict(d_model=64, n_layers=12, d_ff=256),
+        "1M": dict(d_model=96, n_layers=12, d_ff=384),
+        "2M": dict(d_model=144, n_layers=12, d_ff=576),
+    }
+
+
+@register_model("hybrid", config=HybridConfig, sizes=_sizes(), recurrent=False,
+                help="RNN stack (mamba/lstm/dense-ssm) + one causal attention layer, W's Hybrid")
+class Hybrid(SequenceModel):
+    """Hybrid language model: embedding -> RNN -> one attention layer -> RNN -> head."""
+
+    def __init__(self, config: HybridConfig, vocab_size: int, max_len: int):
+        super().__init__()
+        c = config
+        self.config, self.vocab_size, self.max_len = c, vocab_size, max_len
+        n_before = c.n_layers if c.attn_position is None else c.attn_position
+        if not 0 <= n_before <= c.n_layers:
+            raise ValueError(f"attn_position must be in 0..n_layers={c.n_layers}, got {c.attn_position}")
+        if c.rnn == "hybrid":
+            raise ValueError("rnn cannot be 'hybrid'")
+        spec = get_spec(c.rnn)
+        if not spec.recurrent or not hasattr(spec.cls, "features_step"):
+            raise ValueError(f"rnn must be a recurrent model with features/features_step, got {c.rnn!r}")
+        self.emb = TokenEmbedding(vocab_size, c.d_model, frozen=c.frozen_embeddings)
+        self.before = self._segment(n_before, vocab_size, max_len)
+        self.attn = Block(c.d_model, c.n_heads, c.d_ff, c.attn_flavor, max_len)
+        self.after = self._segment(c.n_layers - n_before, vocab_size, max_len)
+        self.norm = RMSNorm(c.d_model) if self.after is None else None
+
+    def _segment(self, n_layers: int, vocab_size: int, max_len: int):
+        """An RNN model of ``n_layers`` used through features/features_step only (or None)."""
+        if n_layers == 0:
+            return None
+        options = dict(self.config.rnn_options or {})
+        for key in ("d_model", "n_layers", "frozen_embeddings"):
+            if key in options:
+                raise SeqgapError(f"hybrid: set {key} on the hybrid, not in rnn_options")
+        model = build_model(self.config.rnn, vocab_size=vocab_size, max_len=max_len,
+                            d_model=self.config.d_model, n_layers=n_layers, **options)
+        del model.emb  # the hybrid embeds and reads out itself: no unused parameters
+        return model
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        if x.shape[1] > self.max_len:
+            raise SeqgapError(f"sequence of length {x.shape[1]} is longer than the model's max_len={self.max_len}")
+        if self.before is not None:
+            x = self.before.features(x)
+        x = self.attn(x)
+        if self.after is not None:
+            return self.after.features(x)
+        return self.norm(x)
+
+    def init_state(self, batch_size: int, device=None) -> HybridState:
+        device = device if device is not None else self.device
+        init = lambda seg: None if seg is None else seg.init_state(batch_size, device)  # noqa: E731
+        return HybridState(0, init(self.before), self.attn.init_cache(batch_size, device), init(self.after))
+
+    def features_step(self, x: torch.Tensor, state: HybridState):  # (B, D) -> ((B, D), state)
+        before, after = state.before, state.after
+        if self.before is not None:
+            x, before = self.before.features_step(x, before)
+        x, cache = self.attn.step(x, state.attn, state.pos)  # raises SeqgapError past max_len
+        if self.after is not None:
+            x, after = self.after.features_step(x, after)
+        else:
+            x = self.norm(x)
+        return x, HybridState(state.pos + 1, before, cache, after)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
+        return self.emb.logits(self.features(self.emb(tokens)))
+
+    def step(self, tokens: torch.Tensor, state: HybridState):  # (B,) -> ((B, V), state)
+        y, state = self.features_step(self.emb(tokens), state)
+        return self.emb.logits(y), state
+
+    def state_size(self) -> HybridStateSize:
+        fixed = sum(seg.state_size().floats for seg in (self.before, self.after) if seg is not None)
+        return HybridStateSize(2 * self.config.d_model, per_token=True, fixed_floats=fixed)
