@@ -174,13 +174,15 @@ class ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from seqgap.store import RunStore
-    from seqgap.training.trainer import build_model_for, build_task, run
+    from seqgap.training.trainer import build_model_for, build_task, check_data_size, run, validate
 
     load_plugins(args)
     config = run_config_from(args)
     store = RunStore(args.store)
     # fail fast on bad task/model options, before any data is generated
+    validate(config)
     task = build_task(config)
+    check_data_size(task, config)
     model = build_model_for(task, config)
     print(f"seqgap train: {config.model} ({model.num_params():,} params, state {model.state_size()}) on "
           f"{config.task} {json.dumps(config.task_params)} L={config.max_length} {config.length_dist} "

@@ -158,6 +158,20 @@ def validate(config: RunConfig) -> None:
         raise SeqgapError(f"learning rate must be positive, got {t.lr}")
 
 
+def check_data_size(task: Task, config: RunConfig) -> None:
+    """Fail fast when N exceeds the distinct training samples (before any data is generated)."""
+    from seqgap.tasks.dataset import count_problems, default_n_val
+
+    total = count_problems(task, config.max_length, config.length_dist)
+    if total is None or config.n_train == 0:
+        return
+    n_val = config.n_val if config.n_val is not None else default_n_val(task, config.max_length, config.length_dist)
+    if config.n_train > total - n_val:
+        raise SeqgapError(f"{config.task} {_fmt_params(config.task_params)} L={config.max_length} {config.length_dist}: "
+                          f"at most {total - n_val} training samples exist ({total} distinct, {n_val} held out for "
+                          f"validation), asked for {config.n_train}")
+
+
 class DataSource:
     """Training batches: a fixed set of N unique problems (shuffled each epoch), or fresh samples if N = 0."""
 
