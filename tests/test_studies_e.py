@@ -20,6 +20,9 @@ def test_kappa_arithmetic():
     k = kappa({2: 3, 3: None}, joint=4, caps={3: 9})
     assert k.value == pytest.approx(3.0) and k.relation == ">" and k.label() == "> 3.00"
     assert kappa({2: 3}, joint=None).label() == "n/a"
+    k = kappa({2: 3, 3: 5}, joint=None, joint_cap=80)  # joint failed with all 80 samples
+    assert k.relation == "<" and k.value == pytest.approx(0.1) and k.label() == "< 0.10"
+    assert kappa({2: None, 3: 5}, joint=None, caps={2: 4}, joint_cap=80).label() == "n/a"
     assert kappa({2: 30, 3: 30}, joint=120).value == pytest.approx(0.5)
 
 

@@ -11,9 +11,10 @@ All cells are ordinary sample-complexity cells, so they are read from the
 store when another study already searched them.
 
 Bounds: when a search fails at N_max the cell's N* is only known to exceed it.
-If N*_joint is unknown, kappa < sum / N_max ... is not informative, so kappa is
-reported as a bound where one exists (e.g. "> 3.1" when some N*_n are lower
-bounds and the joint is exact) and "n/a" otherwise.
+kappa is then reported as a bound where one exists: "> 3.1" when some N*_n
+are lower bounds (counted at their cap) and the joint is exact; "< 0.2" when
+every N*_n is exact and the joint failed at its cap; "n/a" when both sides are
+bounds pointing the same way.
 """
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def kappa(per_length: dict[int, int | None], joint: int | None, caps: dict[int, 
     """
     caps = caps or {}
     if joint is None:
+        # N*_joint > joint_cap; with every N*_n known exactly, kappa < sum / joint_cap
+        if joint_cap and per_length and all(v is not None for v in per_length.values()):
+            return Kappa(sum(per_length.values()) / joint_cap, "<", per_length, joint, joint_cap)
         return Kappa(None, "n/a", per_length, joint, joint_cap or 0)
     total, lower = 0, False
     for n, v in per_length.items():
