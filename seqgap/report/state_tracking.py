@@ -115,8 +115,8 @@ def write_sharing_report(rows, settings, out: Path) -> str:
              "per_length": {str(n): v for n, v in k.per_length.items()}, "joint": k.joint} for base, k, _ in rows]
     (out / "results.json").write_text(json.dumps(data, indent=1))
     lines = ["# Sharing factor kappa", "", _settings_line(settings), "",
-             "kappa = sum_n N*_n / N*_joint (n = 2..L). > 1: data at one length helps the others; "
-             "~1: each length learned in isolation; < 1: interference. `>` marks a lower bound "
+             "kappa = sum_n N*_n / N*_joint over the lengths n listed in the last column (the joint cell trains on the same lengths, uniformly). > 1: data at one length helps the others; "
+             "~1: each length learned in isolation; < 1: interference. `>` marks a lower bound, `<` an upper bound "
              "(some fixed-length cell failed at its cap and counts as the cap).", ""]
     table = []
     for base, k, _ in rows:

@@ -12,6 +12,7 @@ STUDY_MODULES = [
     "seqgap.studies.sharing",
     "seqgap.studies.length_gen",
     "seqgap.studies.retrieval_gap",
+    "seqgap.studies.induction_bias",
 ]
 
 

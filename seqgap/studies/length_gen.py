@@ -63,7 +63,10 @@ def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> Lengt
     for lr in settings.lrs:
         for seed in settings.seeds:
             cfg = run_config(cell, settings, n, lr, seed)
-            cfg = cfg.replace(eval_lengths=eval_lengths_for(cell.max_length), n_eval=n_eval)
+            # the whole budget, no early stop: a model stopped right at the success
+            # criterion would be a weaker test of generalisation than a converged one
+            cfg = cfg.replace(eval_lengths=eval_lengths_for(cell.max_length), n_eval=n_eval, early_stop=False,
+                              patience_evals=0)
             res = run(cfg, store)
             if best is None or res.summary["best_val_loss"] < best.summary["best_val_loss"]:
                 best = res
@@ -83,7 +86,7 @@ def add_arguments(p) -> None:
     add_search_arguments(p)
 
 
-LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "n_max": 2048}, "paper": {"length": [10, 20], "n_max": None}}
+LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "m": [5], "n_max": 2048}, "paper": {"length": [10, 20], "m": None, "n_max": None}}
 
 
 def main(args) -> int:
@@ -95,6 +98,8 @@ def main(args) -> int:
     d = LENGTH_GEN_DEFAULTS[args.preset]
     if not args.length:
         axes["lengths"] = d["length"]
+    if not args.m and args.task == "modadd" and d["m"]:
+        axes["ms"] = d["m"]
     if d["n_max"] and not args.n_max:
         from dataclasses import replace
 

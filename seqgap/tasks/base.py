@@ -249,7 +249,15 @@ def make_task(name: str, **params: Any) -> Task:
     if name not in TASKS:
         raise SeqgapError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     params = {k: v for k, v in params.items() if v is not None}
+    # `min_length` works for every task: the shortest length a length distribution draws
+    # (e.g. the sharing study may start at n = 3 instead of the task's own minimum).
+    min_length = params.pop("min_length", None)
     try:
-        return TASKS[name](**params)
+        task = TASKS[name](**params)
     except TypeError as e:
         raise SeqgapError(f"task {name}: {e}") from None
+    if min_length is not None:
+        if int(min_length) < task.min_length:
+            raise SeqgapError(f"task {name}: min_length must be >= {task.min_length}, got {min_length}")
+        task.min_length = int(min_length)
+    return task
