@@ -44,6 +44,7 @@ class Killed(BaseException):
 
 def test_search_resumes_after_interruption_and_never_trains_twice(tmp_path, monkeypatch):
     store_path = str(tmp_path / "s.sqlite")
+    settings = dataclasses.replace(SETTINGS, ensemble=False)  # one run at a time (ensemble: test_ensemble.py)
     real_train = trainer.train
     trained = []
     kill_at = [3]
@@ -57,21 +58,21 @@ def test_search_resumes_after_interruption_and_never_trains_twice(tmp_path, monk
 
     monkeypatch.setattr(trainer, "train", counting_train)
     with pytest.raises(Killed):
-        sc.search_cell(CELL, SETTINGS, store_path)
+        sc.search_cell(CELL, settings, store_path)
     assert len(trained) == 3 and len(RunStore(store_path)) == 2  # two finished runs were stored
 
     trained.clear()
-    first = sc.search_cell(CELL, SETTINGS, store_path)
+    first = sc.search_cell(CELL, settings, store_path)
     assert len(set(trained)) == len(trained), "no run trained twice"
     assert first.trained == len(trained) and first.runs >= first.trained + 2 - 0  # the 2 stored runs were reused
     stored_ids = {r["id"] for r in RunStore(store_path).all("train")}
     assert set(trained) <= stored_ids
 
     trained.clear()
-    again = sc.search_cell(CELL, SETTINGS, store_path)  # whole cell cached
+    again = sc.search_cell(CELL, settings, store_path)  # whole cell cached
     assert trained == [] and again.search.n_star == first.search.n_star
-    RunStore(store_path).delete(sc.cell_id(CELL, SETTINGS))
-    redo = sc.search_cell(CELL, SETTINGS, store_path)  # cell row gone: every run comes from the store
+    RunStore(store_path).delete(sc.cell_id(CELL, settings))
+    redo = sc.search_cell(CELL, settings, store_path)  # cell row gone: every run comes from the store
     assert trained == [] and redo.trained == 0 and redo.search.n_star == first.search.n_star
 
 
