@@ -13,8 +13,13 @@ model puts one after its RNN stack).  It has a full-sequence ``forward`` and a
 one-token ``step`` with a preallocated KV cache.
 
 Written for speed on small CPUs as well as clarity: one fused q/k/v projection,
-one fused SwiGLU input projection, a single ``scaled_dot_product_attention``
-call for all heads, RoPE tables precomputed once.
+a single ``scaled_dot_product_attention`` call for all heads, RoPE as one
+complex multiply by a precomputed table (see ``apply_rope``), RMSNorm through
+``vector_norm``.  Training step (AdamW) of the llama "0.5M" at batch 64 x 128 tokens, one
+thread, CPU time: 13.2k tokens/s, 1.07x HF ``LlamaForCausalLM`` (sdpa) at the
+same shape; under ``torch.compile`` (no graph breaks) 16.4k tokens/s, 1.32x.
+What is left in eager mode is memory-bound elementwise work (SwiGLU, norms)
+that only fusion removes.
 
 Named sizes (4 heads and ``d_ff = 4 d_model`` unless said; parameter counts
 without embeddings, head and gpt2 positions -- add ``2 * vocab * d_model`` for
@@ -73,15 +78,19 @@ class LlamaConfig(TransformerConfig):
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm with a learned gain and no bias (Zhang & Sennrich 2019)."""
+    """Root-mean-square norm with a learned gain and no bias (Zhang & Sennrich 2019).
+
+    x / (rms(x) + eps) through ``vector_norm``: one reduction kernel, a third faster
+    on CPU (forward + backward) than x * rsqrt(mean(x^2) + eps)."""
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
-        self.eps = eps
+        self.eps, self.scale = eps, dim ** -0.5
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale
+        return x / (rms + self.eps) * self.weight
 
 
 def make_norm(flavor: str, dim: int) -> nn.Module:
@@ -155,24 +164,22 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """GELU MLP (gpt2) or SwiGLU (llama): silu(x W1) * (x W3), then W2."""
+    """GELU MLP (gpt2) or SwiGLU (llama): silu(x W_gate) * (x W_up), then W_down."""
 
     def __init__(self, d_model: int, d_ff: int, flavor: str):
         super().__init__()
         self.swiglu = flavor == "llama"
         bias = not self.swiglu
-        # for SwiGLU W1 and W3 are fused into one matrix of 2 * d_ff outputs
-        self.up = nn.Linear(d_model, (2 if self.swiglu else 1) * d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        # two matrices, not one fused and chunked: measured 1.2x faster on CPU, since
+        # the chunk's backward costs a concatenation of two (B, T, d_ff) gradients
+        self.gate = nn.Linear(d_model, d_ff, bias=False) if self.swiglu else None
         self.down = nn.Linear(d_ff, d_model, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(x)
         if self.swiglu:
-            gate, up = h.chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        else:
-            h = F.gelu(h, approximate="tanh")
-        return self.down(h)
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
 
 
 class Block(nn.Module):
