@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 echo "seqgap setup: installing $TORCH_SPEC and seqgap[test] into $VENV (first time only)" >&2
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "$TORCH_SPEC" numpy 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import torch" || { echo "seqgap setup: torch failed to install" >&2; exit 1; }
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import seqgap, pytest, networkx" || { echo "seqgap setup: install failed" >&2; exit 1; }
