@@ -211,3 +211,9 @@ def test_hybrid_errors():
         build_model("hybrid", vocab_size=V, max_len=8, size="tiny")(torch.zeros(1, 9, dtype=torch.long))
     model = build_model("hybrid", vocab_size=V, max_len=8, size="tiny", attn_flavor="gpt2")
     assert model(torch.zeros(1, 5, dtype=torch.long)).shape == (1, 5, V)
+    # rnn_options from the command line: "k=v,k=v" or JSON
+    for opts in ("d_state=4,expand=1", '{"d_state": 4, "expand": 1}'):
+        mixer = build_model("hybrid", vocab_size=V, max_len=8, size="tiny", rnn_options=opts).before.layers[0].mixer
+        assert (mixer.d_state, mixer.d_inner) == (4, 64)
+    with pytest.raises(SeqgapError, match="rnn_options"):
+        build_model("hybrid", vocab_size=V, max_len=8, rnn_options="d_state")

@@ -40,6 +40,7 @@ small  d64, 4 Mamba + 1 attention         197k
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,8 @@ class HybridConfig:
     n_heads: int = 4
     d_ff: int | None = None  # attention block's MLP width; None: 4 * d_model
     attn_flavor: str = "llama"  # "llama" | "gpt2"
-    rnn_options: dict = field(default_factory=dict)  # extra config of the recurrent segments, e.g. {"d_state": 8}
+    # extra config of the recurrent segments: a dict, or from the CLI a string "d_state=8,expand=1" or JSON
+    rnn_options: dict | str = field(default_factory=dict)
     frozen_embeddings: bool = False
 
 
@@ -84,6 +86,33 @@ class HybridStateSize(StateSize):
 
     def __str__(self) -> str:
         return f"{self.fixed_floats:,} fixed floats (RNN) + {self.floats:,} floats per token (KV cache)"
+
+
+def _parse_options(options: dict | str | None) -> dict[str, Any]:
+    """rnn_options as a dict, JSON, or "key=value,key=value" (numbers converted)."""
+    if not options:
+        return {}
+    if isinstance(options, dict):
+        return dict(options)
+    text = str(options).strip()
+    if text.startswith("{"):
+        try:
+            return dict(json.loads(text))
+        except ValueError as e:
+            raise SeqgapError(f"hybrid: rnn_options is not valid JSON: {e}") from None
+    out: dict[str, Any] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise SeqgapError(f"hybrid: rnn_options must look like key=value,key=value, got {text!r}")
+        k, v = (t.strip() for t in item.split("=", 1))
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                pass
+        out[k.replace("-", "_")] = v
+    return out
 
 
 def _sizes() -> dict[str, dict]:
@@ -123,7 +152,7 @@ class Hybrid(SequenceModel):
         """An RNN model of ``n_layers`` used through features/features_step only (or None)."""
         if n_layers == 0:
             return None
-        options = dict(self.config.rnn_options or {})
+        options = _parse_options(self.config.rnn_options)
         for key in ("d_model", "n_layers", "frozen_embeddings"):
             if key in options:
                 raise SeqgapError(f"hybrid: set {key} on the hybrid, not in rnn_options")
