@@ -81,11 +81,13 @@ def test_tool_is_honored_in_both_paths(name):
         assert a.num_generated == 10 and a.forced_positions  # tool tokens are forced, and not counted
 
 
-def test_mamba_prefill_matches_stepping():
-    model = make("mamba")
+@pytest.mark.parametrize("name, overrides", [("mamba", {}), ("hybrid", {}), ("hybrid", dict(rnn="lstm", attn_position=1))])
+def test_prefill_matches_stepping(name, overrides):
+    model = make(name, **overrides)
+    assert hasattr(model, "prefill")
     ps = prompts(seed=3, lo=4, hi=12)
-    a = greedy_generate(model, ps, max_new_tokens=8)
-    b = greedy_generate(model, ps, max_new_tokens=8, prefill=False)
+    a = greedy_generate(model, ps, max_new_tokens=8, tool=every_fourth)
+    b = greedy_generate(model, ps, max_new_tokens=8, tool=every_fourth, prefill=False)
     assert [r.context for r in a] == [r.context for r in b]
 
 

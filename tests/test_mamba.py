@@ -173,6 +173,11 @@ def test_hybrid_layouts_causal_and_step(rnn, opts, attn_position):
         steps, state = run_steps(model, x)
         torch.testing.assert_close(steps, ref, rtol=1e-4, atol=1e-4)
         assert state.pos == 19
+        logits, pre = model.prefill(x[:, :11])  # generation: the prompt in one call, then steps
+        torch.testing.assert_close(logits, ref[:, :11], rtol=1e-4, atol=1e-4)
+        for t in range(11, 19):
+            logits, pre = model.step(x[:, t], pre)
+            torch.testing.assert_close(logits, ref[:, t], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("rnn", ["mamba", "lstm", "dense-ssm"])

@@ -25,6 +25,10 @@ given separately as ``fixed_floats``: after t tokens the model carries
 ``fixed_floats + t * floats`` numbers.  The registry marks the Hybrid
 ``recurrent=False`` (not an RNN in W's sense).
 
+Generation: ``step`` feeds one token through the segments' recurrent states
+and the attention KV cache; ``prefill`` reads a whole prompt at once (Mamba
+segments in one parallel pass, the attention block and other RNNs stepped).
+
 Named sizes (rnn = mamba; parameters without embeddings/head; llama block with
 4 heads and d_ff = 4 d_model):
 
@@ -115,6 +119,16 @@ def _parse_options(options: dict | str | None) -> dict[str, Any]:
     return out
 
 
+def _segment_prefill(seg, x: torch.Tensor):  # (B, T, D) -> ((B, T, D), state after the last token)
+    if hasattr(seg, "features_with_state"):
+        return seg.features_with_state(x)
+    state, ys = seg.init_state(x.shape[0], x.device), []
+    for t in range(x.shape[1]):
+        y, state = seg.features_step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1), state
+
+
 def _sizes() -> dict[str, dict]:
     return {
         "tiny": dict(d_model=64, n_layers=2),
@@ -189,6 +203,24 @@ class Hybrid(SequenceModel):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
         return self.emb.logits(self.features(self.emb(tokens)))
+
+    def prefill(self, tokens: torch.Tensor):  # (B, T) -> (logits (B, T, V), state after the last token)
+        """A prompt in one pass for the RNN segments that can (Mamba), stepping the rest (generation)."""
+        Bn, T = tokens.shape
+        x = self.emb(tokens)
+        before, after = None, None
+        if self.before is not None:
+            x, before = _segment_prefill(self.before, x)
+        cache, ys = self.attn.init_cache(Bn, x.device), []
+        for t in range(T):  # one block only: fills its KV cache
+            y, cache = self.attn.step(x[:, t], cache, t)
+            ys.append(y)
+        x = torch.stack(ys, 1)
+        if self.after is not None:
+            x, after = _segment_prefill(self.after, x)
+        else:
+            x = self.norm(x)
+        return self.emb.logits(x), HybridState(T, before, cache, after)
 
     def step(self, tokens: torch.Tensor, state: HybridState):  # (B,) -> ((B, V), state)
         y, state = self.features_step(self.emb(tokens), state)

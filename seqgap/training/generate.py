@@ -18,7 +18,7 @@ Two paths, which must produce the same tokens (tested for every model):
 * cached (``use_cache=True``): ``model.init_state`` + one ``model.step`` per
   position, O(1) work per token for RNNs (recurrent state) and O(context) for
   attention (KV cache).  Models with a ``prefill(tokens) -> (logits, state)``
-  method (Mamba) consume the common prompt prefix in one parallel call.
+  method (Mamba, Hybrid) consume the common prompt prefix in one call.
 * uncached (``use_cache=False``): ``model(context)`` over the whole prefix at
   every position (the reference; quadratic).
 
