@@ -40,7 +40,15 @@ class SequenceModel(nn.Module):
     config: Any  # the model's config dataclass
     vocab_size: int
 
+    # The default language-model wrapper: embed -> body -> head.  Models built from
+    # ``self.emb`` (a TokenEmbedding) and ``features``/``features_step`` inherit these.
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
+        return self.emb.logits(self.features(self.emb(tokens)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        raise NotImplementedError
+
+    def features_step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:  # (B, D) -> ((B, D), state)
         raise NotImplementedError
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
@@ -49,7 +57,8 @@ class SequenceModel(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """One token per sequence: tokens (B,) -> (logits (B, V), new state)."""
-        raise NotImplementedError
+        y, state = self.features_step(self.emb(tokens), state)
+        return self.emb.logits(y), state
 
     def state_size(self) -> StateSize:
         raise NotImplementedError

@@ -182,12 +182,5 @@ class DenseSSM(SequenceModel):
             new.append(h)
         return x, new
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        return self.emb.logits(self.features(self.emb(tokens)))
-
-    def step(self, tokens: torch.Tensor, state):  # (B,) -> ((B, V), state)
-        y, state = self.features_step(self.emb(tokens), state)
-        return self.emb.logits(y), state
-
     def state_size(self) -> StateSize:
         return StateSize(self.hidden * self.config.n_layers)

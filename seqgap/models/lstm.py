@@ -66,12 +66,5 @@ class LSTMModel(SequenceModel):
         y = y[:, 0]
         return (self.out(y) if self.out is not None else y), state
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        return self.emb.logits(self.features(self.emb(tokens)))
-
-    def step(self, tokens: torch.Tensor, state):  # (B,) -> ((B, V), state)
-        y, state = self.features_step(self.emb(tokens), state)
-        return self.emb.logits(y), state
-
     def state_size(self) -> StateSize:
         return StateSize(2 * self.hidden * self.config.n_layers)

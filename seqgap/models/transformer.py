@@ -291,13 +291,6 @@ class Transformer(SequenceModel):
             caches.append(cache)
         return self.norm(x), KVState(pos + 1, caches)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        return self.emb.logits(self.features(self.emb(tokens)))
-
-    def step(self, tokens: torch.Tensor, state: KVState):  # (B,) -> ((B, V), state)
-        y, state = self.features_step(self.emb(tokens), state)
-        return self.emb.logits(y), state
-
     def state_size(self) -> StateSize:
         # keys and values of every layer, per token
         return StateSize(2 * self.config.n_layers * self.config.d_model, per_token=True)
