@@ -59,3 +59,10 @@ def test_bad_arguments():
         find_n_star(lambda n: True, 10, factor=1)
     with pytest.raises(ValueError):
         find_n_star(lambda n: True, 0, n_min=1)
+
+
+def test_labels():
+    assert find_n_star(lambda n: n >= 7, 100, factor=2, max_steps=40).label() == "7"
+    assert find_n_star(lambda n: True, 1000, factor=2, max_steps=2).label() == "<= 500"
+    r = find_n_star(lambda n: n >= 300, 1000, factor=10, max_steps=3)
+    assert r.label() == f"{r.n_star:,} (in ({r.last_fail:,}, {r.n_star:,}])"

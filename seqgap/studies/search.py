@@ -33,8 +33,9 @@ class SearchResult:
             return f"> {self.n_max:,}"
         if self.exact:
             return f"{self.n_star:,}"
-        lo = self.last_fail if self.last_fail is not None else 0
-        return f"{self.n_star:,} (in ({lo:,}, {self.n_star:,}])"
+        if self.last_fail is None:  # step limit hit while still succeeding
+            return f"<= {self.n_star:,}"
+        return f"{self.n_star:,} (in ({self.last_fail:,}, {self.n_star:,}])"
 
     def to_dict(self) -> dict:
         return {"n_star": self.n_star, "n_max": self.n_max, "last_fail": self.last_fail,
