@@ -48,6 +48,9 @@ def test_fast_scan_matches_loops(T, chunk):
     torch.testing.assert_close(h, h_ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(y, y_el, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(h, h_el, rtol=1e-10, atol=1e-10)
+    u, delta, A, B, C, h0 = ins
+    y_empty, h_empty = selective_scan(u[:, :0], delta[:, :0], A, B[:, :0], C[:, :0], h0, chunk=chunk)
+    assert y_empty.shape == (2, 0, 5) and torch.equal(h_empty, ins[5])
     y0, _ = selective_scan(*ins[:5], chunk=chunk)  # h0=None means zeros
     torch.testing.assert_close(y0, selective_scan_ref(*ins[:5])[0])
 

@@ -37,13 +37,19 @@ what matters is keeping them in cache (chunk 4-8 beat 16 and 32; whole-sequence
 tensors were 2x slower still).
 
 Speed (the 0.5M model, d64 x 16 layers, batch 64 x 128 tokens, forward +
-backward + Adam, fp32): 5,300 tokens/s on 2 threads and 2,800 on 1 thread on a
-lightly loaded 2-core machine (the pure-PyTorch ``mambapy`` package: ~355
-tokens/s), peak RSS 1.6 GB (1.3 GB above the process baseline; mambapy > 5 GB).
-These ops are memory-bound: on a machine oversubscribed by other processes
-they slow down more than a Transformer's matmuls do, and with 2 threads and
-OpenMP's default spin-waiting they can collapse (~200 tokens/s measured);
-``OMP_WAIT_POLICY=PASSIVE`` or 1 thread avoids the collapse.
+backward + Adam, fp32), measured on the shared 2-core machine:
+
+* lightly loaded (load ~2): 5,300 tokens/s on 2 threads; the pure-PyTorch
+  ``mambapy`` package is quoted at ~355 tokens/s there (15x);
+* heavily loaded (load 5-7, other people's jobs), same conditions for both:
+  1,400-1,560 tokens/s on 1 thread against mambapy's 242; 1,200 against 238
+  on 2 threads with OMP_WAIT_POLICY=PASSIVE (5-6x: these memory-bound ops
+  suffer more from sharing the cores than mambapy's big tensors do);
+* peak RSS 1.6 GB (1.3 GB above the process baseline; mambapy 5.9-6.2 GB).
+
+With 2 threads and OpenMP's default spin-waiting, an oversubscribed machine
+collapses this (and any many-small-ops) training to ~100-300 tokens/s:
+``OMP_WAIT_POLICY=PASSIVE`` in the environment, or 1 thread, avoids that.
 
 Named sizes (parameters without embeddings/head; add ``2 * vocab * d_model``
 for untied learned embeddings).  Depth stays at W's 16 layers; 1M and 2M grow
@@ -189,6 +195,8 @@ def selective_scan_tm(u, delta, A, B, C, h0=None, chunk: int = 8):
     A (Di, N); h0 (Bt, Di, N) or None (zeros).  Returns y (T, Bt, Di) and h_T (Bt, Di, N)."""
     if h0 is None:
         h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[1])
+    if u.shape[0] == 0:  # an empty sequence: nothing to scan
+        return u.new_zeros(u.shape), h0
     return _SelectiveScan.apply(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), h0, chunk)
 
 
