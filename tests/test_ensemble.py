@@ -64,13 +64,25 @@ def assert_same_run(got: trainer.RunResult, want: trainer.RunResult, param_atol:
 @pytest.mark.parametrize("model", list(TINY))
 def test_members_match_separate_training(model):
     configs = grid(base_config(model))
-    got = train_ensemble(configs)
+    got = train_ensemble(configs, forward="lstm" if model == "lstm" else "vmap")  # the batched path
     want = [trainer.train(c) for c in configs]
     for g, w in zip(got, want):
         assert_same_run(g, w)
     # the comparison can fail: another seed's run is far outside the tolerance
     other = want[1].model.state_dict()
     assert max((got[0].model.state_dict()[k] - other[k]).abs().max().item() for k in other) > 1e-2
+
+
+@pytest.mark.parametrize("model", ["transformer", "lstm"])
+def test_one_member_at_a_time_and_auto_strategy_match(model):
+    configs = grid(base_config(model, steps=20), lrs=(3e-3,), seeds=(0, 1))
+    want = [trainer.train(c) for c in configs]
+    for g, w in zip(train_ensemble(configs, forward="loop"), want):
+        assert_same_run(g, w)
+    auto = train_ensemble(configs)  # times both strategies on the first batch, keeps the faster
+    assert train_ensemble.last_forward in ("loop", "lstm" if model == "lstm" else "vmap")
+    for g, w in zip(auto, want):
+        assert_same_run(g, w)
 
 
 def test_cot_format_and_uniform_lengths_match():

@@ -2,10 +2,11 @@
 
 E's N* search trains a grid of learning rates x seeds at every training-set size
 N.  Those runs share the task, the data and the model shape; only the seed
-(initialization and batch order) and the learning rate differ.  On a small CPU a
-tiny model is dominated by per-operation overhead (Python, dispatch, the
-optimizer's per-tensor loop), so ``E`` such runs stacked along a new leading
-"member" dimension cost much less than ``E`` runs one after another.
+(initialization and batch order) and the learning rate differ.  A tiny model
+pays per-operation overhead (Python, dispatch, the optimizer's per-tensor loop)
+and per-run setup (training split, model, encoded validation set); ``E`` such
+runs stacked along a new leading "member" dimension pay them once.  Measured
+gains are in docs/performance.md.
 
 ``train_ensemble(configs)`` returns exactly what ``trainer.train`` would return
 for each config, up to floating-point rounding (tested against it):
@@ -26,7 +27,11 @@ for each config, up to floating-point rounding (tested against it):
   hand-written path (``nn.LSTM`` has no batching rule): its recurrence as a
   custom autograd function over batched matmuls, nn.LSTM's gate equations.
   Anything vmap cannot trace falls back to a per-member loop of
-  ``functional_call``: still correct, little speed-up.
+  ``functional_call``.  Batching every member is not always faster: at batch 64
+  a d64 model is mostly compute-bound on a CPU, and E members' activations no
+  longer fit in L2.  So by default the first batch is timed both ways -- all
+  members batched, or one member's forward/backward at a time (optimizer,
+  clipping, data and evaluation stay batched either way) -- and the faster wins.
 * **Optimizer.** Adam / AdamW on the stacked buffer with a per-member learning
   rate vector (the same operations as ``torch.optim.Adam``'s for-loop
   implementation), the schedule ``lr_at`` and per-member gradient-norm clipping
@@ -201,6 +206,17 @@ class StackedParams:
             self.fixed = {n: t.index_select(0, idx) for n, t in self.fixed.items()}
             self.stacked_buffers = {n: t.index_select(0, idx) for n, t in self.stacked_buffers.items()}
         self._make_views()
+
+    def member_params(self, row: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Member ``row``'s parameters for a plain forward, and its trainable leaves (views into
+        ``flat[row]``, so gradients w.r.t. them cost one member, not E)."""
+        leaves, off = {}, 0
+        for n, shape in self.trainable:
+            k = math.prod(shape)
+            leaves[n] = self.flat[row, off:off + k].view(shape).requires_grad_(True)
+            off += k
+        other = {n: t[row] for n, t in {**self.fixed, **self.stacked_buffers}.items()}
+        return {**leaves, **other}, list(leaves.values())
 
     def member_state(self, row: int) -> dict[str, torch.Tensor]:
         """Member ``row``'s parameters and buffers, named as in ``module.state_dict()``."""
@@ -576,8 +592,10 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
     each evaluation of member i.  With ``stop_on_success`` (the N* search's short
     circuit) training ends at the first evaluation where some member succeeds: members
     that succeeded finish normally, the others are abandoned and returned as None.
-    ``forward`` forces a strategy ("vmap", "loop", "lstm"; default: the fastest that
-    handles the model, see :func:`pick_forward`).
+    ``forward`` forces a strategy: "vmap" / "lstm" (all members in one batched forward
+    and backward), "loop" (one member at a time, everything else still batched); default:
+    the batched path that handles the model (:func:`pick_forward`) or the loop, whichever
+    is faster on the first batch.
     """
     configs = list(configs)
     check_configs(configs)
@@ -602,17 +620,55 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
     opt = StackedAdam(stack, weight_decay=tc.weight_decay, decoupled=tc.optimizer == "adamw")
     if tc.optimizer not in ("adam", "adamw"):
         raise SeqgapError(f"unknown optimizer {tc.optimizer!r}; use adam or adamw")
-    if forward is None:
-        forward = pick_forward(template, stack.all_params(), stack.shared_buffers)
-    if forward not in FORWARDS:
+    if forward is not None and forward not in FORWARDS:
         raise SeqgapError(f"unknown ensemble forward {forward!r}; use one of {', '.join(FORWARDS)}")
-    fwd = FORWARDS[forward]
+    batched = forward if forward in ("vmap", "lstm") else pick_forward(template, stack.all_params(),
+                                                                      stack.shared_buffers)
+    fwd = FORWARDS[batched]  # evaluation always runs batched
 
     def run_forward(params: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
         E = next(iter(params.values())).shape[0]
         return fwd(template, params, stack.shared_buffers, tokens, E)
 
+    def batched_step(inputs, targets, loss_mask) -> torch.Tensor:  # all members in one forward/backward
+        losses = member_losses(run_forward(stack.all_params(), inputs), targets, loss_mask)
+        stack.backward(losses.sum())
+        return losses.detach()
+
+    def member_step(inputs, targets, loss_mask) -> torch.Tensor:  # one member at a time (cache-sized)
+        from torch.func import functional_call
+
+        losses = []
+        for e in range(inputs.shape[0]):
+            params, leaves = stack.member_params(e)
+            logits = functional_call(template, (params, stack.shared_buffers), (inputs[e],))
+            loss = member_losses(logits[None], targets[e:e + 1], loss_mask[e:e + 1])[0]
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+            torch.cat([g.reshape(-1) for g in grads], out=stack.grad[e])
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
     V = len(task.vocab)
+    if forward is None and batched == "loop":
+        forward = "loop"
+    elif forward is None:
+        # Batched or one member at a time?  Which is faster depends on the machine (cache, cores)
+        # and the shapes, so it is measured on the first batch (gradients only, no update): one
+        # warm-up call each, then the best of two timings each.
+        probe = [p for m in members for p in _MemberStream(task, m.config, splits.train, lengths)
+                 .next_problems(tc.batch_size)]
+        pb = task.encode_batch(probe).to(device)
+        shape = (len(members), tc.batch_size, pb.inputs.shape[1])
+        args = (pb.inputs.view(shape), pb.targets.view(shape), pb.loss_mask.view(shape))
+        timing = {"batched": [], "loop": []}
+        for name, fn in [("batched", batched_step), ("loop", member_step)] * 3:
+            t0 = time.perf_counter()
+            fn(*args)
+            timing[name].append(time.perf_counter() - t0)
+        forward = batched if min(timing["batched"][1:]) <= min(timing["loop"][1:]) else "loop"
+    train_step = member_step if forward == "loop" else batched_step
+    train_ensemble.last_forward = forward  # the strategy in use, for benchmarks and curious users
+
     d_model = getattr(getattr(template, "config", None), "d_model", 64)
     val_T = max(task.max_tokens(n) for n in lengths)
     chunk = _eval_chunk(len(configs), val_T, V, d_model)
@@ -695,10 +751,7 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
         batch = task.encode_batch(problems).to(device)
         B, T = tc.batch_size, batch.inputs.shape[1]
         as_members = lambda t: t.view(E, B, T)  # noqa: E731
-        logits = run_forward(stack.all_params(), as_members(batch.inputs))
-        losses = member_losses(logits, as_members(batch.targets), as_members(batch.loss_mask))
-        stack.backward(losses.sum())
-        del logits
+        losses = train_step(as_members(batch.inputs), as_members(batch.targets), as_members(batch.loss_mask))
         if tc.grad_clip:
             clip_rows_(stack.grad, tc.grad_clip)
         opt.step(stack.flat, stack.grad, lrs)
