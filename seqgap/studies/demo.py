@@ -34,6 +34,7 @@ def demo_cells() -> list[Cell]:
 def run_demo(out: str = "seqgap_demo", store_path: str | None = None, minutes: float | None = None,
              workers: int | None = None) -> int:
     from seqgap.report.state_tracking import write_length_gen_report, write_sample_complexity_report
+    from seqgap.studies.induction_bias import _relink
     from seqgap.studies.length_gen import length_gen_cell
     from seqgap.sweep.local import run_jobs
 
@@ -54,7 +55,7 @@ def run_demo(out: str = "seqgap_demo", store_path: str | None = None, minutes: f
     md_lg = write_length_gen_report(lg, out_dir / "length_generalization")
     report = ["# seqgap demo", "", f"Wall time {time.perf_counter() - t0:.0f} s. Reports: "
               f"`{out_dir / 'sample_complexity' / 'summary.md'}`, `{out_dir / 'length_generalization' / 'summary.md'}`.",
-              "", md, md_lg]
+              "", _relink(md, "sample_complexity"), _relink(md_lg, "length_generalization")]
     (out_dir / "README.md").write_text("\n".join(report))
     print("\n".join(report))
     return 0
