@@ -68,6 +68,13 @@ trace accuracy = all model-written tokens right) and flagged in ``no_loss``
 (never trained on; generation code may use it to find forced positions).
 ``meta["answer"]`` is the answer token id, ``meta["label"]`` the bool.
 
+Free generation (``RunConfig.gen_eval``): from the prompt (edges + [EOS]) until
+[TRUE]/[FALSE]; for RAG with the live :class:`RetrievalTool` (a garbage query
+gets [FAILED], it never raises).  ``generation_metrics`` gives ``acc`` (the
+answer) and ``trace_acc`` (the whole continuation equals the reference).  Under
+teacher forcing a CoT/RAG answer is implied by the given trace, so only these
+generated numbers measure the answer.
+
 Graph distributions (``distribution`` option):
 
 * ``binary`` (W's reference): random permutation of the nodes; the first two are
@@ -413,6 +420,39 @@ class IsTree(Task):
             return super().score_generation(example, continuation)
         got = parse_answer([EOS_ID, *[int(t) for t in continuation]])
         return got is not None and got == example.meta["label"]
+
+    # ---- free generation (the trainer's ``gen_eval``) ------------------------------------
+    def generation_stop_ids(self) -> set[int]:
+        """The answer ends a generation ([EOS] does not: in CoT/RAG it only closes the trace)."""
+        return {TRUE_ID, FALSE_ID}
+
+    def generation_tool(self):
+        """RAG: the *live* regex retriever (results computed from the generated context, never
+        read from the data); other formats generate without a tool."""
+        if self.format != "rag":
+            return None
+        from seqgap.training.retrieval_tool import RetrievalTool
+
+        return RetrievalTool(self.vocab)
+
+    def max_new_tokens(self, example: Example) -> int:
+        """vanilla: the answer token only (W scores the token right after the edges).
+        cot: the longest tour (2n - 1) + [EOS] + answer, plus n tokens of slack.
+        rag: the longest trace (a tree's, 45n - 30 tokens, tool results included) plus 5n + 10 of
+        slack, so a model that takes a detour and recovers is not cut off."""
+        n = int(example.meta["length"])
+        return {"vanilla": 1, "cot": 3 * n + 1, "rag": 50 * n - 20}[self.format]
+
+    def generation_metrics(self, example: Example, continuation: Sequence[int]) -> dict[str, float]:
+        """``acc``: the first [TRUE]/[FALSE] after the first [EOS] of the whole sequence (prompt +
+        generation) is the right answer -- W's answer criterion, for every format;
+        ``trace_acc``: the whole generated continuation (trace, [EOS], answer; for RAG including the
+        live tool's results) equals the reference -- W's RAG criterion."""
+        cont = [int(t) for t in continuation]
+        got = parse_answer([*example.sequence[: example.prompt_len].tolist(), *cont])
+        expected = example.sequence[example.prompt_len:].tolist()
+        return {"acc": float(got is not None and got == example.meta["label"]),
+                "trace_acc": float(cont == expected)}
 
     @property
     def chance_accuracy(self) -> float:

@@ -1,0 +1,400 @@
+"""Figures (PNG) and the Markdown summary of study W, the retrieval gap.
+
+``write_retrieval_gap_report(records, meta, out)`` writes ``out/summary.md``,
+``out/results.json`` (the raw rows behind every number) and the figures:
+
+* ``istree_acc_vs_size_n{n}.png``: answer accuracy (free generation; RAG with the
+  live tool) against parameter count, one panel per format, one line per model;
+  RAG panels also show the whole-trace accuracy (dashed);
+* ``{task}_acc_vs_pairs.png``: AR / MQAR per-query accuracy against the number of
+  key-value pairs, one line per model and size;
+* ``capacity_law.png``: the largest number of pairs solved against state size in
+  bits, log-log (W's law: linear in the state for RNNs).  Attention carries a KV
+  cache that grows with the context; it is drawn at the cache size of the
+  longest context it solved (open squares).
+
+Every statement under "What the numbers say" is computed from the rows; no
+expected value is assumed.  Words used: "near-perfect" = accuracy >= 0.95.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqgap.report.figures import md_table, plt
+
+NEAR_PERFECT = 0.95
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _params(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def _bits(b: float) -> str:
+    return f"{b / 1e6:.2f}M" if b >= 1e6 else f"{b / 1e3:.1f}k" if b >= 1e3 else f"{b:.0f}"
+
+
+def _ok(records: Sequence[dict], **match: Any) -> list[dict]:
+    return [r for r in records if r["ok"] and all(r.get(k) == v for k, v in match.items())]
+
+
+# ---- capacity ---------------------------------------------------------------------------------
+
+def capacity_rows(records: Sequence[dict], threshold: float) -> list[dict[str, Any]]:
+    """Per (task, model, size): accuracy by n, the largest n solved, and the state size."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        if r["task"] != "istree" and r["ok"]:
+            groups[(r["task"], r["model"], r["size"])].append(r)
+    out = []
+    for (task, model, size), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1][0]["n_params"])):
+        rs = sorted(rs, key=lambda r: r["n"])
+        acc = {r["n"]: r["acc"] for r in rs}
+        solved = [n for n in acc if acc[n] >= threshold]
+        largest = max(solved) if solved else None
+        # is "solved" a prefix of the grid (no solved n above an unsolved one)?
+        monotone = all(acc[n] >= threshold for n in acc if largest is not None and n <= largest)
+        per_token = bool(rs[0]["state_per_token"])
+        tokens_at_largest = None
+        if per_token and largest is not None:
+            from seqgap.tasks.base import make_task
+
+            tokens_at_largest = make_task(task, alphabet=64 if largest <= 64 else largest).max_tokens(largest)
+        out.append({"task": task, "model": model, "size": size, "n_params": rs[0]["n_params"],
+                    "recurrent": rs[0]["recurrent"], "state_per_token": per_token,
+                    "state_floats": rs[0]["state_floats"], "state_bits": rs[0]["state_bits"],
+                    "acc_by_n": acc, "largest_solved": largest, "solved_prefix": monotone,
+                    "solves_all": len(solved) == len(acc),
+                    "kv_bits_at_largest": (rs[0]["state_bits"] * tokens_at_largest) if tokens_at_largest else None})
+    return out
+
+
+def context_guess_baseline(task: str, n: int) -> float:
+    """Per-query accuracy of a model that knows *which values* are in the context but not which key
+    they belong to.  AR: 1/n.  MQAR (every key queried once, earlier answers shown): at query j it can
+    rule out the j - 1 values already answered, so ~1/(n - j + 1); the mean is H_n / n.  (Repeated
+    values make the true figure slightly higher.)  A curve near it means retrieval was not learned."""
+    if task == "mqar":
+        return sum(1.0 / k for k in range(1, n + 1)) / n
+    return 1.0 / n
+
+
+def fit_loglog_slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of log y on log x (None with fewer than two distinct x)."""
+    pts = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len({p[0] for p in pts}) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+# ---- figures -----------------------------------------------------------------------------------
+
+def _model_style(model: str) -> dict[str, Any]:
+    colors = {"llama": "C0", "transformer": "C5", "mamba": "C1", "lstm": "C2", "hybrid": "C3", "dense-ssm": "C4"}
+    return {"color": colors.get(model)}
+
+
+def _log_axis(ax, values: Sequence[float], fmt) -> None:
+    """Log x axis over ``values`` with some margin, readable major labels and no minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = min(values), max(values)
+    ax.set_xlim(lo / 2, hi * 2)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt(x)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def plot_istree(records: Sequence[dict], n: int, path: Path) -> Path:
+    rs = _ok(records, task="istree", n=n)
+    formats = [f for f in ("vanilla", "cot", "rag") if any(r["format"] == f for r in rs)]
+    fig, axes = plt.subplots(1, len(formats), figsize=(4.2 * len(formats), 4), squeeze=False, sharey=True)
+    for ax, fmt in zip(axes[0], formats):
+        by_model: dict[str, list[dict]] = defaultdict(list)
+        for r in rs:
+            if r["format"] == fmt:
+                by_model[r["model"]].append(r)
+        for model, mr in sorted(by_model.items()):
+            mr = sorted(mr, key=lambda r: r["n_params"])
+            xs = [r["n_params"] for r in mr]
+            ax.plot(xs, [r["acc"] for r in mr], marker="o", label=f"{model} answer", **_model_style(model))
+            if fmt == "rag":
+                ax.plot(xs, [r.get("gen_trace_acc", float("nan")) for r in mr], marker="x", ls="--",
+                        label=f"{model} whole trace", **_model_style(model))
+            for r in mr:
+                ax.annotate(r["size"], (r["n_params"], r["acc"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(0.5, color="gray", ls=":", lw=1)
+        _log_axis(ax, [r["n_params"] for r in rs], lambda x: _params(int(x)))
+        ax.set_ylim(-0.02, 1.05)
+        ax.set_xlabel("parameters")
+        ax.set_title(f"IsTree n={n}, {fmt}" + (" (live tool)" if fmt == "rag" else ""))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("accuracy (free greedy generation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pairs(rows: Sequence[dict], task: str, threshold: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        if row["task"] != task:
+            continue
+        ns = sorted(row["acc_by_n"])
+        kind = "KV cache" if row["state_per_token"] else f"state {_bits(row['state_bits'])} bits"
+        ax.plot(ns, [row["acc_by_n"][n] for n in ns], marker="o" if row["recurrent"] else "s",
+                label=f"{row['model']}:{row['size']} ({kind})", **_model_style(row["model"]))
+    ns = sorted({n for row in rows if row["task"] == task for n in row["acc_by_n"]})
+    ax.plot(ns, [context_guess_baseline(task, n) for n in ns], color="gray", ls=":", label="context-guess baseline")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("key-value pairs n")
+    ax.set_ylabel("per-query accuracy (teacher-forced)")
+    ax.set_title(f"{task.upper()}: accuracy vs number of pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_capacity_law(rows: Sequence[dict], path: Path) -> tuple[Path, float | None]:
+    """Largest n solved vs state bits (log-log); returns the fitted slope over the fixed-state models."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rnn_pts, xs_all = [], []
+    smallest_n = min((min(r["acc_by_n"]) for r in rows), default=1)
+    for row in rows:
+        style = _model_style(row["model"])
+        label = f"{row['task']} {row['model']}:{row['size']}"
+        if row["state_per_token"]:
+            if row["kv_bits_at_largest"]:
+                xs_all.append(row["kv_bits_at_largest"])
+                ax.scatter([row["kv_bits_at_largest"]], [row["largest_solved"]], marker="s", s=70,
+                           facecolors="none", edgecolors=style["color"], linewidths=2,
+                           label=label + " (KV cache at that context)")
+            else:  # nothing solved: its per-token cache, below the grid
+                xs_all.append(row["state_bits"])
+                ax.scatter([row["state_bits"]], [smallest_n / 2], marker="s", s=70, facecolors="none",
+                           edgecolors=style["color"], linewidths=2, label=label + " (KV cache per token; none solved)")
+            continue
+        xs_all.append(row["state_bits"])
+        if row["largest_solved"] is None:  # nothing solved: drawn below the grid, open circle
+            ax.scatter([row["state_bits"]], [smallest_n / 2], marker="o", s=70, facecolors="none",
+                       edgecolors=style["color"], linewidths=2, label=label + " (none solved)")
+            continue
+        rnn_pts.append((row["state_bits"], row["largest_solved"]))
+        ax.scatter([row["state_bits"]], [row["largest_solved"]], marker="o", s=60, label=label, **style)
+    slope = fit_loglog_slope(rnn_pts)
+    if rnn_pts:  # slope-1 guide through the geometric mean of the RNN points: W's linear law
+        gx = math.exp(sum(math.log(p[0]) for p in rnn_pts) / len(rnn_pts))
+        gy = math.exp(sum(math.log(p[1]) for p in rnn_pts) / len(rnn_pts))
+        xs = [gx / 8, gx * 8]
+        ax.plot(xs, [gy * x / gx for x in xs], color="gray", ls=":", lw=1, label="slope 1 (linear in state)")
+        xs_all += xs
+    if xs_all:
+        _log_axis(ax, xs_all, _bits)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("state size (bits, 32-bit floats)")
+    ax.set_ylabel(f"largest n solved (n={smallest_n / 2:g}: none solved)")
+    ax.set_title("Capacity: largest number of pairs solved vs state size"
+                 + (f" (RNN fit slope {slope:.2f})" if slope is not None else ""))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path, slope
+
+
+# ---- findings -----------------------------------------------------------------------------------
+
+def _nearest(candidates: Sequence[dict], r: dict) -> dict:
+    """The candidate whose parameter count is closest to r's (in ratio)."""
+    return min(candidates, key=lambda x: abs(math.log(x["n_params"] / r["n_params"])))
+
+
+def _name(r: dict) -> str:
+    return f"{r['model']}:{r['size']} ({_params(r['n_params'])})"
+
+
+def findings_istree(records: Sequence[dict]) -> list[str]:
+    out: list[str] = []
+    rs = _ok(records, task="istree")
+    for n in sorted({r["n"] for r in rs}):
+        at_n = [r for r in rs if r["n"] == n]
+        for fmt in ("vanilla", "cot", "rag"):
+            fr = sorted([r for r in at_n if r["format"] == fmt], key=lambda r: -r["acc"])
+            if not fr:
+                continue
+            parts = ", ".join(f"{_name(r)} {r['acc']:.2f}" for r in fr)
+            extra = ""
+            if fmt == "rag":
+                extra = " (whole trace: " + ", ".join(f"{r['model']}:{r['size']} {_f(r.get('gen_trace_acc'), 2)}"
+                                                      for r in fr) + ")"
+            near = [_name(r) for r in fr if r["acc"] >= NEAR_PERFECT]
+            out.append(f"- n={n}, {fmt}: answer accuracy {parts}{extra}; near-perfect: "
+                       f"{', '.join(near) if near else 'none'}.")
+        # the Transformer against each fixed-state model with CoT, at the closest parameter count
+        cot = [r for r in at_n if r["format"] == "cot"]
+        for attn_model in sorted({r["model"] for r in cot if not r["recurrent"] and r["model"] != "hybrid"}):
+            attn = [r for r in cot if r["model"] == attn_model]
+            for r in sorted([r for r in cot if r["recurrent"]], key=lambda r: (r["model"], r["n_params"])):
+                a = _nearest(attn, r)
+                d = round(a["acc"] - r["acc"], 2) + 0.0
+                rel = f"ahead by {d:.2f}" if d > 0 else f"behind by {-d:.2f}" if d < 0 else "level"
+                out.append(f"- n={n}, cot: {_name(r)} {r['acc']:.2f} vs {_name(a)} {a['acc']:.2f}: the Transformer "
+                           f"is {rel} (parameter ratio {a['n_params'] / r['n_params']:.2f}).")
+        # what the live retrieval tool adds, per model (CoT cell of the nearest parameter count)
+        for r in sorted([r for r in at_n if r["format"] == "rag"], key=lambda r: (r["model"], r["n_params"])):
+            base = [c for c in at_n if c["format"] == "cot" and c["model"] == r["model"]]
+            if base:
+                c = _nearest(base, r)
+                out.append(f"- n={n}, {r['model']}: CoT {_name(c)} answer {c['acc']:.2f} -> RAG with the live tool "
+                           f"{_name(r)} answer {r['acc']:.2f}, whole trace {_f(r.get('gen_trace_acc'), 2)} "
+                           f"(teacher-forced trace {c['val_seq_acc']:.2f} -> {r['val_seq_acc']:.2f}).")
+        # the hybrid against the plain Mamba in the same format, at the closest parameter count
+        for h in sorted([r for r in at_n if r["model"] == "hybrid"], key=lambda r: (r["format"], r["n_params"])):
+            m = [r for r in at_n if r["model"] == "mamba" and r["format"] == h["format"]]
+            if m:
+                m0 = _nearest(m, h)
+                d = round(h["acc"] - m0["acc"], 2) + 0.0
+                out.append(f"- n={n}, {h['format']}: {_name(h)} {h['acc']:.2f} vs {_name(m0)} {m0['acc']:.2f} "
+                           f"({d:+.2f} for the Mamba stack with one attention layer).")
+        fails = [r for r in at_n if r.get("gen_failures")]
+        for r in fails:
+            out.append(f"- n={n}, {r['format']}: {_name(r)}: {r['gen_failures']} of {r.get('gen_n')} generations "
+                       f"failed (recorded, scored wrong).")
+    # CoT teacher-forced answer accuracy is implied by the trace: say so if it would mislead
+    tf_trivial = [r for r in rs if r["format"] != "vanilla" and r["val_final_acc"] >= 0.999 and r["acc"] < 0.9]
+    if tf_trivial:
+        out.append(f"- {len(tf_trivial)} CoT/RAG cell(s) have teacher-forced answer accuracy ~1.00 but generated "
+                   f"answer accuracy below 0.9: under teacher forcing the answer is implied by the given trace, "
+                   f"so only generated answers are reported as accuracy.")
+    return out
+
+
+def findings_capacity(rows: Sequence[dict], threshold: float, slope: float | None) -> list[str]:
+    out: list[str] = []
+    for row in rows:
+        ns = sorted(row["acc_by_n"])
+        curve = ", ".join(f"n={n}: {row['acc_by_n'][n]:.2f}" for n in ns)
+        largest = row["largest_solved"]
+        state = ("KV cache " + _bits(row["state_bits"]) + " bits per token" if row["state_per_token"]
+                 else f"state {_bits(row['state_bits'])} bits")
+        lead = f"- {row['task']} {row['model']}:{row['size']} ({state}): {curve}; "
+        if largest is None:
+            lead += f"no n reaches {threshold:g}"
+        elif row["solves_all"]:
+            lead += f"solves every n tried (up to {largest})"
+        else:
+            first_fail = min(n for n in ns if row["acc_by_n"][n] < threshold)
+            lead += f"largest n solved {largest}, first failure at n={first_fail}"
+            if not row["solved_prefix"]:
+                lead += " (not monotone: some smaller n failed)"
+        change = round(row["acc_by_n"][ns[-1]] - row["acc_by_n"][ns[0]], 2) + 0.0  # + 0.0: no "-0.00"
+        margin = max(row["acc_by_n"][n] - context_guess_baseline(row["task"], n) for n in ns)
+        out.append(lead + (f"; accuracy change from n={ns[0]} to n={ns[-1]}: {change:+.2f}" if len(ns) > 1 else "")
+                   + f"; largest margin over the context-guess baseline: {margin:+.2f}.")
+    rnn = [r for r in rows if not r["state_per_token"]]
+    att = [r for r in rows if r["state_per_token"]]
+    if rnn and att:
+        out.append(f"- fixed-state models solving every n tried: {sum(r['solves_all'] for r in rnn)} of {len(rnn)}; "
+                   f"attention-state models: {sum(r['solves_all'] for r in att)} of {len(att)}.")
+    if slope is not None:
+        out.append(f"- log-log slope of largest-solved n against state bits over the fixed-state models: {slope:.2f} "
+                   f"(W's law: linear, slope 1, as an upper bound on retrieval).")
+    elif rnn:
+        out.append("- too few fixed-state models with a solved n and distinct state sizes to fit the capacity law.")
+    return out
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+def write_retrieval_gap_report(records: Sequence[dict], meta: dict[str, Any], out: Path) -> str:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    threshold = meta.get("threshold", 0.9)
+    rows = capacity_rows(records, threshold)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "cells": list(records), "capacity": rows},
+                                                 indent=1, default=str))
+    lines = ["# The retrieval gap (study W)", "",
+             f"Preset **{meta.get('preset')}**: {meta.get('description', '')}", "",
+             f"Training data: {meta.get('n_train', '')}. Run on {meta.get('date', '')}: "
+             f"{meta.get('trained', 0)} runs trained, {meta.get('from_store', 0)} read from the store, "
+             f"{meta.get('failed', 0)} failed; wall time of this invocation {meta.get('wall_seconds', 0):.0f} s; "
+             f"training time summed over the cells (as recorded when each was trained) "
+             f"{meta.get('train_seconds_total', 0):.0f} s.", ""]
+    failed = [r for r in records if not r["ok"]]
+    ist = sorted(_ok(records, task="istree"), key=lambda r: (r["n"], r["format"], r["model"], r["n_params"]))
+    if ist:
+        lines += ["## IsTree", "",
+                  "Accuracy of the final model on held-out graphs. *answer* = the first [TRUE]/[FALSE] of free "
+                  "greedy generation (RAG: with the live regex retrieval tool); *gen. trace* = the whole generated "
+                  "continuation equals the reference (W's RAG criterion); *TF trace* = teacher-forced, every "
+                  "model-written token right. Chance = 0.5.", ""]
+        table = [[str(r["n"]), r["format"], r["model"], r["size"], _params(r["n_params"]),
+                  f"{r['samples_seen']:,}", _f(r["acc"]), _f(r.get("gen_trace_acc")), _f(r["val_seq_acc"]),
+                  f"{r.get('gen_failures', 0)}/{r.get('gen_n', '-')}", f"{r['seconds']:.0f}"] for r in ist]
+        lines += md_table(["n", "format", "model", "size", "params", "samples", "answer", "gen. trace", "TF trace",
+                           "gen. failures", "train s"], table)
+        lines.append("")
+        for n in sorted({r["n"] for r in ist}):
+            name = f"istree_acc_vs_size_n{n}.png"
+            plot_istree(records, n, out / name)
+            lines.append(f"![IsTree n={n}]({name})")
+        lines.append("")
+    slope = None
+    if rows:
+        lines += ["## Capacity: AR / multi-query AR", "",
+                  f"Teacher-forced per-query accuracy on held-out key-value sets (chance = 1/values). "
+                  f"*solves n* = accuracy >= {threshold:g}. State: floats carried between tokens x 32 bits "
+                  f"(attention: KV cache per token).", ""]
+        all_ns = sorted({n for r in rows for n in r["acc_by_n"]})
+        table = []
+        for row in rows:
+            state = f"{_bits(row['state_bits'])}/token" if row["state_per_token"] else _bits(row["state_bits"])
+            table.append([row["task"], row["model"], row["size"], _params(row["n_params"]), state,
+                          *[_f(row["acc_by_n"].get(n), 2) for n in all_ns],
+                          "none" if row["largest_solved"] is None else str(row["largest_solved"])])
+        for task in sorted({r["task"] for r in rows}):
+            table.append([task, "*context-guess baseline*", "", "", "",
+                          *[_f(context_guess_baseline(task, n), 2) for n in all_ns], ""])
+        lines += md_table(["task", "model", "size", "params", "state bits", *[f"n={n}" for n in all_ns],
+                           "largest solved"], table)
+        lines += ["", "*context-guess baseline*: a model that only knows which values occur in the context "
+                  "(MQAR: minus those already answered) and guesses among them; accuracy near it means key-value "
+                  "retrieval was not learned.", ""]
+        lines.append("")
+        for task in sorted({r["task"] for r in rows}):
+            name = f"{task}_acc_vs_pairs.png"
+            plot_pairs(rows, task, threshold, out / name)
+            lines.append(f"![{task} accuracy vs pairs]({name})")
+        _, slope = plot_capacity_law(rows, out / "capacity_law.png")
+        lines += ["![capacity law](capacity_law.png)", ""]
+    lines += ["## What the numbers say", "",
+              f"(Computed from the table rows; near-perfect = accuracy >= {NEAR_PERFECT}.)", ""]
+    lines += findings_istree(records)
+    lines += findings_capacity(rows, threshold, slope)
+    for r in failed:
+        lines.append(f"- cell {r['model']}:{r['size']} {r['task']}/{r['format']} n={r['n']} FAILED (see the log); "
+                     f"it is missing from the tables.")
+    md = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(md)
+    return md

@@ -1,0 +1,468 @@
+"""Study W: the retrieval gap (Wen, Dang, Lyu 2024, "RNNs are not Transformers (Yet)").
+
+Two parts, every training run through the run store (a repeated study trains
+nothing) and the cells spread over the local cores (:func:`seqgap.sweep.local.run_jobs`):
+
+* **IsTree** (W's main experiment): accuracy against model size for each model
+  (Transformer = LLaMA flavour, Mamba, LSTM, Hybrid = Mamba + one attention
+  layer), each format (vanilla, cot, rag) and each graph size n.  Reported per
+  cell: teacher-forced full-trace accuracy (``val_seq_acc``: every model-written
+  token right), and from free greedy generation on ``gen_eval`` validation
+  graphs the answer accuracy (``gen_acc``: the first [TRUE]/[FALSE] after the
+  edges) and the whole-trace accuracy (``gen_trace_acc``, W's RAG criterion).
+  RAG generation runs with the *live* retrieval tool (a regex over the
+  generated context), not with results copied from the data.
+* **Capacity** (W's claim 1 on AR / multi-query AR): accuracy as the number of
+  key-value pairs n grows, for each model and size; "the largest n a model
+  solves" (teacher-forced per-query accuracy >= ``threshold``) against its state
+  size in bits (``model.state_size()``, 32-bit floats).  W's law: an RNN's
+  largest solvable n grows linearly with its state; attention's state is a
+  per-token KV cache, so it should solve every n tried.
+
+Training data is streamed (``RunConfig.n_train = 0``): fresh graphs / key-value
+sets every step, as W trains on >= 1M fresh samples; the validation set is
+fixed by ``data_seed`` and the same for every cell of a given task and n.
+Why streaming and not a fixed N: the question here is what a model can
+represent and retrieve, not how sample-efficiently it learns (that is study E),
+so no cell should be limited by memorising a small training set.
+
+Presets: ``paper`` (W's protocol, for a GPU cluster) and ``quick`` (about half
+an hour on 2 CPU cores; see ``QUICK`` for the scale-downs and docs/studies.md
+for measured results).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from seqgap.config import RunConfig, TrainConfig
+from seqgap.errors import SeqgapError
+
+NAME = "retrieval-gap"
+HELP = ("W: the retrieval gap -- IsTree accuracy vs model size per format (vanilla / cot / rag with the live "
+        "retrieval tool), and multi-query AR accuracy vs number of pairs against state size")
+
+ISTREE_FORMATS = ("vanilla", "cot", "rag")
+CAPACITY_TASKS = ("ar", "mqar")
+TASKS = ("istree", *CAPACITY_TASKS)
+
+
+# ---- cells and presets ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Cell:
+    """One trained model: a task at size n, in a format, for a model at a named size."""
+
+    task: str  # istree | ar | mqar
+    n: int  # IsTree: nodes; AR/MQAR: key-value pairs
+    model: str
+    size: str
+    format: str = "vanilla"
+
+    @property
+    def part(self) -> str:
+        return "istree" if self.task == "istree" else "capacity"
+
+    def label(self) -> str:
+        what = f"istree/{self.format}" if self.task == "istree" else self.task
+        return f"{self.model}:{self.size} {what} n={self.n}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A product of axes; a preset's cells are the union of its grids."""
+
+    tasks: tuple[str, ...]
+    models: tuple[str, ...]
+    sizes: tuple[str, ...]
+    ns: tuple[int, ...]
+    formats: tuple[str, ...] = ("vanilla",)  # IsTree only
+
+    def cells(self) -> list[Cell]:
+        out = []
+        for task in self.tasks:
+            for fmt in (self.formats if task == "istree" else ("vanilla",)):
+                for model in self.models:
+                    for size in self.sizes:
+                        for n in self.ns:
+                            out.append(Cell(task, n, model, size, fmt))
+        return out
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    grids: tuple[Grid, ...]
+    steps: dict[str, int]  # step budget per IsTree format and per capacity task
+    lr: dict[str, float]  # per model; "*" for the others
+    batch_size: dict[str, int] = field(default_factory=lambda: {"*": 64})  # per format / task, "*" default
+    schedule: str = "cosine"
+    warmup_frac: float = 0.02  # linear warm-up over this share of the budget ("short warm-up")
+    eval_every: dict[str, int] = field(default_factory=lambda: {"*": 500})
+    n_val: int = 5000
+    gen_eval: int = 5000
+    seed: int = 42
+    data_seed: int = 42
+    frozen_embeddings: bool = False
+    threshold: float = 0.9  # "solves n": teacher-forced per-query accuracy >= threshold
+    distribution: str = "binary"
+    description: str = ""
+
+    def lr_for(self, model: str) -> float:
+        return self.lr.get(model, self.lr["*"])
+
+    def steps_for(self, cell: Cell) -> int:
+        return self.steps[_key(cell)]
+
+    def eval_every_for(self, cell: Cell) -> int:
+        return self.eval_every.get(_key(cell), self.eval_every["*"])
+
+    def batch_for(self, cell: Cell) -> int:
+        return self.batch_size.get(_key(cell), self.batch_size["*"])
+
+
+def _key(cell: Cell) -> str:
+    """Budgets are set per IsTree format and per capacity task."""
+    return cell.format if cell.task == "istree" else cell.task
+
+
+_PAPER_STEPS = math.ceil(1_000_000 / 64)  # >= 1M training samples at batch 64
+PAPER = Preset(
+    name="paper",
+    grids=(
+        Grid(("istree",), ("llama", "mamba", "lstm", "hybrid"), ("0.5M", "1M", "2M"), (16, 32, 64), ISTREE_FORMATS),
+        Grid(("mqar",), ("llama", "mamba", "lstm", "hybrid"), ("0.5M", "1M", "2M"), (16, 32, 64, 128, 256)),
+    ),
+    steps={"vanilla": _PAPER_STEPS, "cot": _PAPER_STEPS, "rag": _PAPER_STEPS, "ar": _PAPER_STEPS,
+           "mqar": _PAPER_STEPS},
+    lr={"llama": 1e-3, "transformer": 1e-3, "mamba": 3e-4, "hybrid": 3e-4, "*": 1e-3},
+    batch_size={"*": 64}, schedule="cosine", warmup_frac=0.02, eval_every={"*": 500},
+    n_val=5000, gen_eval=5000, seed=42, data_seed=42, frozen_embeddings=True,
+    description="W's protocol: sizes 0.5M/1M/2M, n = 16/32/64, AdamW (no weight decay), cosine with a 2% linear "
+                "warm-up, lr 1e-3 (Transformer, LSTM) / 3e-4 (Mamba, Hybrid), batch 64, 15,625 steps (1M fresh "
+                "samples), 5,000 validation samples (all scored by free generation), seed 42, frozen sinusoidal "
+                "embeddings tied to the head. MQAR capacity: n = 16..256 pairs. For a GPU cluster.",
+)
+
+# Scaled for 2 CPU cores (measured: 33 min wall on 2 cores shared with other jobs, 26 min CPU;
+# calibration and results in docs/studies.md):
+# * IsTree at n = 8 only (binary graphs); sizes matched by parameter count where it matters:
+#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).
+# * lr 3e-3 for every model: with ~1.5k steps, 1e-3 left llama:tiny at 0.21 teacher-forced trace
+#   accuracy where 3e-3 reached 0.98 (2k steps).
+# * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens), so the budget is
+#   400 steps at batch 16 (each step still has ~4x the trace tokens of a CoT step at batch 64);
+#   mamba:tiny reached 1.00 teacher-forced and 1.00 generated with the live tool in 400-600 steps.
+# * MQAR: n = 2..16 pairs, 2k steps; in calibration no model got past the "elimination"
+#   shortcut at this budget (see the report's shortcut baseline), so it is kept small.
+# The CLI's --model/--format/--size/--n replace any axis to widen it.
+_Q = "tiny", "small"
+QUICK = Preset(
+    name="quick",
+    grids=(
+        Grid(("istree",), ("llama",), ("tiny",), (8,), ("vanilla", "cot")),
+        Grid(("istree",), ("mamba",), ("small",), (8,), ("cot",)),
+        Grid(("istree",), ("hybrid",), ("tiny",), (8,), ("cot",)),
+        Grid(("istree",), ("mamba",), ("tiny",), (8,), ("rag",)),
+        Grid(("istree",), ("lstm",), ("small",), (8,), ("vanilla", "cot", "rag")),
+        Grid(("mqar",), ("llama",), ("tiny",), (2, 4, 8, 16)),
+        Grid(("mqar",), ("lstm",), _Q, (2, 4, 8, 16)),
+    ),
+    steps={"vanilla": 1000, "cot": 1500, "rag": 400, "ar": 2000, "mqar": 2000},
+    batch_size={"*": 64, "rag": 16},
+    lr={"*": 3e-3},
+    schedule="cosine", warmup_frac=0.05, eval_every={"*": 250, "rag": 100},
+    n_val=500, gen_eval=200, seed=42, data_seed=42, frozen_embeddings=False,
+    description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by parameter count, "
+                "lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine with a 5% warm-up, "
+                "batch 64 (RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / 400 RAG steps / 1k vanilla steps, "
+                "500 validation samples (200 IsTree graphs scored by free generation); MQAR n = 2..16 pairs "
+                "(64 keys, 64 values), 2k steps.",
+)
+
+PRESETS = {"paper": PAPER, "quick": QUICK}
+
+# Relative cost per token of one training step, by model family (measured at the tiny sizes,
+# one thread; only used to start the longest cells first).
+_COST_PER_TOKEN = {"lstm": 0.15, "llama": 1.0, "transformer": 0.8, "mamba": 2.7, "hybrid": 3.0}
+_SIZE_COST = {"tiny": 1.0, "small": 2.0, "0.5M": 4.0, "1M": 8.0, "2M": 16.0}
+
+
+# ---- configs ----------------------------------------------------------------------------------
+
+def task_params(cell: Cell, preset: Preset, capacity_alphabet: int) -> dict[str, Any]:
+    if cell.task == "istree":
+        # one vocabulary per n (node ids 0..n-1): a model per graph size, as in W
+        return {"format": cell.format, "distribution": preset.distribution, "max_nodes": cell.n}
+    # keys and values from one alphabet big enough for the largest n of the study
+    return {"alphabet": capacity_alphabet}
+
+
+def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: int | None = None,
+               lr: float | None = None, device: str = "cpu", frozen: bool | None = None,
+               gen_eval: int | None = None, n_val: int | None = None, batch_size: int | None = None) -> RunConfig:
+    steps = steps or preset.steps_for(cell)
+    frozen = preset.frozen_embeddings if frozen is None else frozen
+    tc = TrainConfig(lr=lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
+                     schedule=preset.schedule, warmup_steps=max(1, round(preset.warmup_frac * steps)),
+                     batch_size=batch_size or preset.batch_for(cell), steps=steps,
+                     eval_every=min(steps, preset.eval_every_for(cell)), seed=preset.seed, device=device)
+    gen = preset.gen_eval if gen_eval is None else gen_eval
+    return RunConfig(
+        task=cell.task, task_params=task_params(cell, preset, capacity_alphabet), max_length=cell.n,
+        length_dist="fixed", n_train=0, n_val=n_val or preset.n_val, data_seed=preset.data_seed,
+        model=cell.model, model_size=cell.size,
+        model_options={"frozen_embeddings": True} if frozen else {},
+        train=tc,
+        # free generation only where it measures something: IsTree (answers, live tool).
+        # Retrieval tasks are scored by teacher-forced per-query accuracy.
+        gen_eval=min(gen, n_val or preset.n_val) if cell.task == "istree" else 0,
+    )
+
+
+def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
+    from seqgap.tasks.base import make_task
+
+    tokens = make_task(cfg.task, **cfg.task_params).max_tokens(cell.n)
+    return (cfg.train.steps * cfg.train.batch_size * tokens * _COST_PER_TOKEN.get(cell.model, 1.0)
+            * _SIZE_COST.get(cell.size, 4.0))
+
+
+# ---- running --------------------------------------------------------------------------------
+
+def _train_job(item: tuple[RunConfig, str | None]) -> dict[str, Any]:
+    """One cell in a worker: train (or read) its run through the store."""
+    from seqgap.store import RunStore
+    from seqgap.training.trainer import run
+
+    cfg, store_path = item
+    store = RunStore(store_path)
+    try:
+        r = run(cfg, store)
+    finally:
+        store.close()
+    return {"id": r.id, "summary": r.summary, "cached": r.cached}
+
+
+def run_cells(cells: Sequence[Cell], configs: Sequence[RunConfig], store_path: str | None,
+              workers: int | None, log=print) -> list[dict[str, Any] | None]:
+    """Train every cell (longest first, in parallel); a failed cell is logged and left None."""
+    from seqgap.sweep.local import run_jobs
+
+    order = sorted(range(len(cells)), key=lambda i: -estimated_cost(cells[i], configs[i]))
+    outs: list[dict[str, Any] | None] = [None] * len(cells)
+    t0 = time.perf_counter()
+    done = 0
+    for job in run_jobs(_train_job, [(configs[i], store_path) for i in order], workers=workers):
+        done += 1
+        i = order[job.index]
+        head = f"[{done}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {cells[i].label()}"
+        if not job.ok:
+            log(f"{head}: FAILED: {job.error.splitlines()[0]}")
+            continue
+        outs[i] = job.result
+        log(f"{head}: {_metrics_line(cells[i], job.result)}")
+    return outs
+
+
+def _metrics_line(cell: Cell, res: dict[str, Any]) -> str:
+    s = res["summary"]
+    tag = " (from store)" if res["cached"] else f" ({s['seconds']:.0f}s)"
+    if cell.task == "istree":
+        gen = (f", answer acc {s['gen_acc']:.3f}, generated trace acc {s['gen_trace_acc']:.3f}, "
+               f"{s.get('gen_failures', 0)} failures" if "gen_acc" in s else "")
+        return f"teacher-forced trace acc {s['val_seq_acc']:.3f}{gen}{tag}"
+    return f"per-query acc {s['val_token_acc']:.3f}{tag}"
+
+
+def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, Any]:
+    """A flat row for the report and results.json."""
+    from seqgap.models.registry import get_spec
+
+    rec: dict[str, Any] = {"task": cell.task, "format": cell.format, "n": cell.n, "model": cell.model,
+                           "size": cell.size, "recurrent": get_spec(cell.model).recurrent,
+                           "lr": cfg.train.lr, "steps_budget": cfg.train.steps, "batch_size": cfg.train.batch_size,
+                           "run_id": cfg.hash(), "ok": res is not None}
+    if res is None:
+        return rec
+    s = res["summary"]
+    rec.update({
+        "cached": res["cached"], "steps": s["steps"], "samples_seen": s["steps"] * cfg.train.batch_size,
+        "seconds": s["seconds"], "n_params": s["n_params"], "n_trainable_params": s["n_trainable_params"],
+        "state_floats": s["state_floats"], "state_per_token": s["state_per_token"],
+        "state_bits": 32 * s["state_floats"], "val_loss": s["val_loss"], "best_val_loss": s["best_val_loss"],
+        "val_token_acc": s["val_token_acc"], "val_seq_acc": s["val_seq_acc"], "val_final_acc": s["val_final_acc"],
+        "n_val": s["n_val"], "chance": s["chance_accuracy"],
+    })
+    for k in ("gen_acc", "gen_trace_acc", "gen_failures", "gen_n"):
+        if k in s:
+            rec[k] = s[k]
+    if cell.task == "istree":
+        # the answer: from free generation (teacher forcing would hand a CoT/RAG model its trace)
+        rec["acc"] = s.get("gen_acc", s["val_final_acc"])
+    else:
+        rec["acc"] = s["val_token_acc"]  # teacher-forced per-query accuracy over the scored answers
+    return rec
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick (~25 min on 2 CPU cores) or paper (W's protocol, for a cluster)")
+    g = p.add_argument_group("cells (each option replaces that axis of every preset grid)")
+    g.add_argument("--task", help="subset of istree,ar,mqar (default: the preset's)")
+    g.add_argument("--model", help="models, e.g. llama,mamba,lstm,hybrid (see `seqgap models`)")
+    g.add_argument("--size", help="named sizes, e.g. tiny,small or 0.5M,1M,2M")
+    g.add_argument("--n", help="IsTree nodes / AR pairs, e.g. 8,16")
+    g.add_argument("--pairs", help="AR/MQAR pairs only (overrides --n for them), e.g. 4,8,16,32")
+    g.add_argument("--format", help="IsTree formats, subset of vanilla,cot,rag")
+    t = p.add_argument_group("training (defaults from --preset)")
+    t.add_argument("--steps", type=int, help="step budget of every cell")
+    t.add_argument("--lr", type=float, help="learning rate of every model")
+    t.add_argument("--batch-size", type=int, help="batch size of every cell")
+    t.add_argument("--n-val", type=int, help="validation samples per cell")
+    t.add_argument("--gen-eval", type=int, help="IsTree validation graphs scored by free generation")
+    t.add_argument("--threshold", type=float, help="'solves n' = per-query accuracy >= this")
+    t.add_argument("--frozen-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="W's frozen sinusoidal embeddings tied to the head (paper preset: on; quick: off)")
+    t.add_argument("--device", default="cpu")
+    o = p.add_argument_group("execution")
+    o.add_argument("--workers", type=int, help="parallel cells (default: all cores)")
+    o.add_argument("--store", help="run store path (default $SEQGAP_STORE or seqgap_runs/runs.sqlite)")
+    o.add_argument("--out", help="report directory (default seqgap_out/retrieval_gap_<preset>)")
+    o.add_argument("--dry-run", action="store_true", help="list the cells and which are in the store; train nothing")
+
+
+def cells_from(args, preset: Preset) -> list[Cell]:
+    """The preset's cells with the CLI's axes substituted; validated (one-line errors)."""
+    from seqgap.cli import int_list, str_list
+    from seqgap.models.registry import get_spec, make_config
+
+    tasks = str_list(args.task) if args.task else None
+    for t in tasks or []:
+        if t not in TASKS:
+            raise SeqgapError(f"retrieval-gap: unknown task {t!r}; choose from {', '.join(TASKS)}")
+    formats = str_list(args.format) if args.format else None
+    for f in formats or []:
+        if f not in ISTREE_FORMATS:
+            raise SeqgapError(f"retrieval-gap: unknown IsTree format {f!r}; choose from {', '.join(ISTREE_FORMATS)}")
+    models = str_list(args.model) if args.model else None
+    for m in models or []:
+        get_spec(m)  # unknown model -> SeqgapError
+    sizes = str_list(args.size) if args.size else None
+    ns = tuple(int_list(args.n)) if args.n else None
+    pairs = tuple(int_list(args.pairs)) if args.pairs else None
+    for opt, vals in (("--model", models), ("--size", sizes), ("--n", ns), ("--pairs", pairs),
+                      ("--task", tasks), ("--format", formats)):
+        if vals is not None and not vals:
+            raise SeqgapError(f"retrieval-gap: {opt} is empty")
+
+    cells: list[Cell] = []
+    grids = list(preset.grids)
+    if tasks:
+        have = {t for g in grids for t in g.tasks}
+        grids = [dataclasses.replace(g, tasks=tuple(t for t in g.tasks if t in tasks)) for g in grids]
+        for t in tasks:  # a task the preset lacks: borrow the axes of a grid of the same part
+            if t not in have:
+                like = [g for g in preset.grids if (g.tasks[0] == "istree") == (t == "istree")]
+                if not like:
+                    raise SeqgapError(f"retrieval-gap: preset {preset.name} has no grid for {t}")
+                grids.append(dataclasses.replace(like[0], tasks=(t,)))
+    for g in grids:
+        if not g.tasks:
+            continue
+        g = dataclasses.replace(g, models=tuple(models) if models else g.models,
+                                sizes=tuple(sizes) if sizes else g.sizes,
+                                formats=tuple(formats) if formats else g.formats)
+        for task in g.tasks:
+            n_axis = pairs if (pairs and task != "istree") else ns
+            cells += dataclasses.replace(g, tasks=(task,), ns=n_axis or g.ns).cells()
+    cells = list(dict.fromkeys(cells))  # dedupe, keep order
+    if not cells:
+        raise SeqgapError("retrieval-gap: no cells selected")
+    for c in cells:
+        if c.task == "istree" and c.n < 4:
+            raise SeqgapError(f"retrieval-gap: IsTree needs n >= 4 nodes, got n = {c.n}")
+        if c.n < 1:
+            raise SeqgapError(f"retrieval-gap: {c.task} needs n >= 1 pairs, got n = {c.n}")
+    for model, size in dict.fromkeys((c.model, c.size) for c in cells):
+        make_config(model, size)  # unknown size for a model -> SeqgapError
+    return cells
+
+
+def capacity_alphabet(cells: Sequence[Cell]) -> int:
+    """Keys (and values) of AR/MQAR: 64, or more when a cell has more pairs (keys must be distinct)."""
+    return max([64] + [c.n for c in cells if c.task != "istree"])
+
+
+def main(args) -> int:
+    from seqgap.report.retrieval import write_retrieval_gap_report
+    from seqgap.store import RunStore, default_store_path
+
+    preset = PRESETS[args.preset]
+    if args.steps is not None and args.steps <= 0:
+        raise SeqgapError(f"retrieval-gap: --steps must be positive, got {args.steps}")
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise SeqgapError(f"retrieval-gap: --batch-size must be positive, got {args.batch_size}")
+    if args.lr is not None and not args.lr > 0:
+        raise SeqgapError(f"retrieval-gap: --lr must be positive, got {args.lr}")
+    if args.n_val is not None and args.n_val < 1:
+        raise SeqgapError(f"retrieval-gap: --n-val must be >= 1, got {args.n_val}")
+    if args.gen_eval is not None and args.gen_eval < 0:
+        raise SeqgapError(f"retrieval-gap: --gen-eval must be >= 0, got {args.gen_eval}")
+    threshold = preset.threshold if args.threshold is None else args.threshold
+    if not 0 < threshold <= 1:
+        raise SeqgapError(f"retrieval-gap: --threshold must be in (0, 1], got {threshold}")
+    cells = cells_from(args, preset)
+    alphabet = capacity_alphabet(cells)
+    configs = [run_config(c, preset, alphabet, steps=args.steps, lr=args.lr, device=args.device,
+                          frozen=args.frozen_embeddings, gen_eval=args.gen_eval, n_val=args.n_val,
+                          batch_size=args.batch_size) for c in cells]
+    from seqgap.training.trainer import build_task
+
+    for cfg in configs:  # fail fast, before any worker starts
+        build_task(cfg).check_length(cfg.max_length)
+
+    store_path = args.store or default_store_path()
+    store = RunStore(store_path)
+    in_store = [cfg.hash() in store for cfg in configs]
+    store.close()
+    out = Path(args.out or f"seqgap_out/retrieval_gap_{preset.name}")
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    log(f"retrieval-gap: preset {preset.name}, {len(cells)} cells ({sum(in_store)} already in the store "
+        f"{store_path}), report -> {out}")
+    if args.dry_run:
+        for c, cfg, have in zip(cells, configs, in_store):
+            print(f"{c.label():40s} steps {cfg.train.steps:6d} batch {cfg.train.batch_size:3d} lr {cfg.train.lr:g} "
+                  f"{'in store' if have else 'to train'}  run {cfg.hash()}")
+        return 0
+
+    t0 = time.perf_counter()
+    outs = run_cells(cells, configs, store_path, args.workers, log=log)
+    wall = time.perf_counter() - t0
+    records = [record(c, cfg, o) for c, cfg, o in zip(cells, configs, outs)]
+    meta = {"preset": preset.name, "description": preset.description, "threshold": threshold,
+            "wall_seconds": wall, "trained": sum(1 for r in records if r["ok"] and not r["cached"]),
+            "from_store": sum(1 for r in records if r["ok"] and r["cached"]),
+            "failed": sum(1 for r in records if not r["ok"]), "store": store_path,
+            "train_seconds_total": sum(r["seconds"] for r in records if r["ok"]),
+            "capacity_alphabet": alphabet, "workers": args.workers,
+            "n_train": "streamed (fresh samples every step)",
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    md = write_retrieval_gap_report(records, meta, out)
+    print(md)
+    log(f"retrieval-gap: {meta['trained']} trained, {meta['from_store']} from the store, {meta['failed']} failed; "
+        f"wall {wall:.0f}s; report {out / 'summary.md'}")
+    return 0 if meta["failed"] == 0 else 1
+
+
+def results_json(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    return json.dumps({"meta": meta, "cells": list(records)}, indent=1)
