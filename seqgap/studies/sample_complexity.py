@@ -218,7 +218,7 @@ PAPER_GRID = {"m": [2, 3, 5, 10, 15, 20, 50, 75, 100], "length": [5, 10, 20, 30]
 # 3e-3 the Transformer, so the grid holds both.
 QUICK_MODELS = {"transformer": "tiny", "lstm": "tiny", "dense-ssm": "tiny"}
 QUICK_SETTINGS = SearchSettings(
-    n_max=4096, factor=4, max_steps=5, bisect="geometric", lrs=(3e-3, 1e-2), seeds=(0,),
+    n_max=4096, factor=4, max_steps=8, bisect="geometric", lrs=(3e-3, 1e-2), seeds=(0,),
     train=TrainConfig(steps=2000, eval_every=50, batch_size=64, success_loss=1e-2, schedule="constant",
                       patience_evals=8, patience_min_frac=0.3),
 )
