@@ -196,8 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(result.line())
     if result.summary.get("eval_lengths"):
         for L, m in result.summary["eval_lengths"].items():
-            print(f"  length {L}: final-state acc {m['val_final_acc']:.3f} (normalized {m['final_acc_normalized']:.3f}), "
-                  f"seq acc {m['val_seq_acc']:.3f}")
+            print(f"  length {L}: answer acc {m['acc']:.3f} (normalized {m['acc_normalized']:.3f}), "
+                  f"teacher-forced seq acc {m['val_seq_acc']:.3f}")
     if args.json:
         print(json.dumps({"id": result.id, "summary": result.summary}, indent=2))
     return 0
@@ -236,6 +236,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from seqgap.store import RunStore
+    from seqgap.training.trainer import num
 
     store = RunStore(args.store)
     rows = store.all()
@@ -248,7 +249,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             continue
         print(f"{r['id']}  {'ok  ' if s.get('success') else 'fail'}  {c['model']:10s} {c['task']} "
               f"{json.dumps(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} "
-              f"lr={c['train']['lr']} seed={c['train']['seed']}  best_val_loss={s['best_val_loss']:.3g} "
+              f"lr={c['train']['lr']} seed={c['train']['seed']}  best_val_loss={num(s['best_val_loss']):.3g} "
               f"steps={s['steps']}")
     print(f"{len(store)} runs in {store.path}", file=sys.stderr)
     return 0

@@ -80,8 +80,7 @@ class RunStore:
     def put(self, run_id: str, config: dict[str, Any], summary: dict[str, Any],
             history: list[dict[str, Any]] | None = None, kind: str = "train") -> None:
         """Store one finished run atomically (replacing any earlier row with the same id)."""
-        row = (run_id, kind, json.dumps(config, sort_keys=True), json.dumps(summary, sort_keys=True),
-               json.dumps(history or []), time.time(), __version__)
+        row = (run_id, kind, _dumps(config), _dumps(summary), _dumps(history or []), time.time(), __version__)
         with self._transaction() as c:
             c.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?)", row)
 
@@ -127,6 +126,21 @@ class RunStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf -> None: SQLite's JSON functions reject NaN, and one such row breaks every query."""
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(_finite(x), sort_keys=True, allow_nan=False)
 
 
 def _row(r) -> dict[str, Any]:

@@ -77,3 +77,13 @@ def test_defaults_are_pinned():
     assert d == {"task": "modadd", "task_params": {}, "max_length": 20, "length_dist": "fixed", "n_train": 2000,
                  "n_val": None, "data_seed": 0, "model": "lstm", "model_size": None, "model_options": {},
                  "eval_lengths": (), "n_eval": 500, "gen_eval": 0, "max_positions": 0}
+
+
+def test_nan_metrics_do_not_break_sql_queries(tmp_path):
+    s = RunStore(tmp_path / "n.sqlite")
+    s.put("a", {"model": "lstm"}, {"best_val_loss": float("nan"), "x": [float("inf"), 1.0]}, [{"val_loss": float("nan")}])
+    s.put("b", {"model": "lstm"}, {"best_val_loss": 0.5, "x": []})
+    got = sqlite3.connect(tmp_path / "n.sqlite").execute(
+        "select id, json_extract(summary, '$.best_val_loss') from runs order by id").fetchall()
+    assert got == [("a", None), ("b", 0.5)]
+    assert s.get("a")["summary"]["x"] == [None, 1.0]

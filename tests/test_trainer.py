@@ -83,3 +83,18 @@ def test_eval_lengths_and_generation_metrics():
     assert 0.0 <= ev["acc"] <= 1.0 and "gen_acc" in ev and ev["gen_n"] == 20
     assert r.summary["gen_n"] == min(10, r.summary["n_val"])
     assert r.summary["max_positions"] >= 2 * 8 + 2
+
+
+def test_empty_validation_set_is_refused():
+    with pytest.raises(SeqgapError, match="validation"):
+        train(tiny(n_val=0))
+
+
+def test_cli_eval_lengths_prints_answer_accuracy(tmp_path, capsys):
+    from seqgap.cli import main
+
+    code = main(["train", "--task", "parity", "-L", "4", "--format", "acot", "--model", "lstm", "--size", "tiny",
+                 "--n-train", "8", "--steps", "10", "--eval-every", "5", "--eval-lengths", "6",
+                 "--store", str(tmp_path / "s.sqlite"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "length 6: answer acc" in out

@@ -165,7 +165,7 @@ def write_length_gen_report(results, out: Path) -> str:
         table.append([r.cell.model, r.cell.format, str(m), str(r.cell.max_length), f"{r.n_train:,}",
                       f"{r.best_val_loss:.2g}", f"{r.curve.get(r.cell.max_length, float('nan')):.2f}",
                       f"{r.at_2L:.2f}", note])
-    lines += md_table(["model", "format", "m", "L", "N", "best val loss", "acc@L (norm)", "acc@2L (norm)", "note"], table)
+    lines += md_table(["model", "format", "m", "L", "N", "final val loss", "acc@L (norm)", "acc@2L (norm)", "note"], table)
     series = {f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}":
               sorted((k / r.cell.max_length, v) for k, v in r.curve.items()) for r in results}
     line_plot(series, "evaluation length / training length", "normalized accuracy", "Length generalisation",

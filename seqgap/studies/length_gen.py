@@ -68,7 +68,8 @@ def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> Lengt
             cfg = cfg.replace(eval_lengths=eval_lengths_for(cell.max_length), n_eval=n_eval, early_stop=False,
                               patience_evals=0)
             res = run(cfg, store)
-            if best is None or res.summary["best_val_loss"] < best.summary["best_val_loss"]:
+            # pick by the FINAL validation loss: the curve is measured on the final model
+            if best is None or _final_loss(res) < _final_loss(best):
                 best = res
     ev = best.summary["eval_lengths"]
     curve = {int(k): v["acc_normalized"] for k, v in ev.items()}
@@ -76,7 +77,12 @@ def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> Lengt
     cfg = make_config(cell.model, cell.model_size, **cell.model_options)
     learned_pos = getattr(cfg, "flavor", None) == "gpt2" or (cell.model == "transformer" and not hasattr(cfg, "flavor"))
     del get_spec
-    return LengthGenResult(cell, n, curve, raw, best.summary["best_val_loss"], learned_pos, best.id)
+    return LengthGenResult(cell, n, curve, raw, _final_loss(best), learned_pos, best.id)
+
+
+def _final_loss(res) -> float:
+    v = res.summary.get("val_loss")
+    return float("inf") if v is None else float(v)
 
 
 def add_arguments(p) -> None:
@@ -86,7 +92,7 @@ def add_arguments(p) -> None:
     add_search_arguments(p)
 
 
-LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "m": [5], "n_max": 2048}, "paper": {"length": [10, 20], "m": None, "n_max": None}}
+LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "m": [2], "n_max": 2048}, "paper": {"length": [10, 20], "m": None, "n_max": None}}
 
 
 def main(args) -> int:

@@ -128,7 +128,7 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
     """Find N* for one cell; every run is read from / written to the store."""
     from seqgap.store import RunStore
     from seqgap.training.ensemble import run_ensemble
-    from seqgap.training.trainer import run
+    from seqgap.training.trainer import num, run
 
     store = RunStore(store_path)
     cid = cell_id(cell, settings)
@@ -151,7 +151,7 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
         counts["trained"] += 0 if res.cached else 1
         if verbose:
             print(f"  {cell.label()} N={cfg.n_train} lr={cfg.train.lr} seed={cfg.train.seed}: "
-                  f"{'ok' if res.success else 'fail'} (loss {res.summary['best_val_loss']:.2g})", file=sys.stderr)
+                  f"{'ok' if res.success else 'fail'} (loss {num(res.summary['best_val_loss']):.2g})", file=sys.stderr)
 
     def succeeds(n: int) -> bool:
         grid = [run_config(cell, settings, n, lr, seed) for lr in settings.lrs for seed in settings.seeds]
@@ -269,22 +269,28 @@ def settings_from(args) -> SearchSettings:
 
     base = PRESETS[args.preset][0]
     tr = base.train
+
+    def pick(value, default):
+        return default if value is None else value
+
     tr = dataclasses.replace(
         tr,
-        steps=args.steps or tr.steps, eval_every=args.eval_every or tr.eval_every,
-        batch_size=args.batch_size or tr.batch_size,
-        success_loss=args.success_loss if args.success_loss is not None else tr.success_loss,
-        patience_evals=args.patience if args.patience is not None else tr.patience_evals,
-        device=args.device,
+        steps=pick(args.steps, tr.steps), eval_every=pick(args.eval_every, tr.eval_every),
+        batch_size=pick(args.batch_size, tr.batch_size), success_loss=pick(args.success_loss, tr.success_loss),
+        patience_evals=pick(args.patience, tr.patience_evals), device=args.device,
     )
     s = dataclasses.replace(
         base, train=tr,
-        n_max=args.n_max or base.n_max, factor=args.factor or base.factor,
-        max_steps=args.max_steps or base.max_steps, bisect=args.bisect or base.bisect,
+        n_max=pick(args.n_max, base.n_max), factor=pick(args.factor, base.factor),
+        max_steps=pick(args.max_steps, base.max_steps), bisect=args.bisect or base.bisect,
         lrs=tuple(float_list(args.lrs)) if args.lrs else base.lrs,
         seeds=tuple(int_list(args.seeds)) if args.seeds else base.seeds,
         ensemble=not getattr(args, "no_ensemble", False),
     )
+    if min(tr.steps, tr.eval_every, tr.batch_size) < 1 or tr.patience_evals < 0 or not tr.success_loss > 0:
+        raise SeqgapError("--steps, --eval-every and --batch-size must be >= 1, --patience >= 0, --success-loss > 0")
+    if any(not lr > 0 for lr in s.lrs):
+        raise SeqgapError(f"learning rates must be positive, got {list(s.lrs)}")
     if s.n_max < 1 or s.factor <= 1 or s.max_steps < 1 or not s.lrs or not s.seeds:
         raise SeqgapError("need n-max >= 1, factor > 1, max-steps >= 1 and non-empty --lrs/--seeds")
     return s
@@ -340,7 +346,11 @@ def validate_cells(cells: Sequence[Cell]) -> None:
     from seqgap.models.registry import make_config
     from seqgap.tasks.base import make_task
 
+    from seqgap.tasks.dataset import LENGTH_DISTS
+
     for c in cells:
+        if c.length_dist not in LENGTH_DISTS:
+            raise SeqgapError(f"unknown length distribution {c.length_dist!r}; use one of {', '.join(LENGTH_DISTS)}")
         make_task(c.task, **c.task_params)
         make_config(c.model, c.model_size, **c.model_options)
 

@@ -43,9 +43,14 @@ class RunResult:
         tag = " (from store)" if self.cached else ""
         return (f"{'SUCCESS' if s['success'] else 'FAIL'}{tag}: {c['model']} on {c['task']} "
                 f"{_fmt_params(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} | "
-                f"best val loss {s['best_val_loss']:.3g} at step {s['best_step']} | "
-                f"val seq acc {s['val_seq_acc']:.3f} | {s['steps']} steps, {s['seconds']:.1f}s, "
+                f"best val loss {num(s['best_val_loss']):.3g} at step {s['best_step']} | "
+                f"val seq acc {num(s['val_seq_acc']):.3f} | {s['steps']} steps, {s['seconds']:.1f}s, "
                 f"{s['tokens_per_s']:,.0f} tok/s | {s['n_params']:,} params")
+
+
+def num(x: Any) -> float:
+    """A stored metric as a float (the store keeps NaN/inf as null)."""
+    return float("nan") if x is None else float(x)
 
 
 def _fmt_params(p: dict[str, Any]) -> str:
@@ -112,7 +117,7 @@ def evaluate_batches(model, batches: Sequence[Batch], device: str) -> dict[str, 
         fin_right += int(right.gather(1, last[:, None]).sum())
     model.train(was_training)
     return {
-        "val_loss": loss_sum / max(loss_n, 1),
+        "val_loss": loss_sum / loss_n if loss_n else float("nan"),  # no data is never a success
         "val_token_acc": tok_right / max(tok_n, 1),
         "val_seq_acc": seq_right / max(seq_n, 1),
         "val_final_acc": fin_right / max(seq_n, 1),
@@ -156,6 +161,14 @@ def validate(config: RunConfig) -> None:
             raise SeqgapError(f"{name} must be positive, got {getattr(t, name)}")
     if not t.lr > 0:
         raise SeqgapError(f"learning rate must be positive, got {t.lr}")
+    if t.weight_decay < 0:
+        raise SeqgapError(f"weight decay must be >= 0, got {t.weight_decay}")
+    if t.threads is not None and t.threads < 1:
+        raise SeqgapError(f"threads must be >= 1, got {t.threads}")
+    if config.n_val is not None and config.n_val < 1:
+        raise SeqgapError(f"the validation set needs at least 1 sample (success is judged on it), got n_val={config.n_val}")
+    if any(L < 2 for L in config.eval_lengths):
+        raise SeqgapError(f"evaluation lengths must be >= 2, got {list(config.eval_lengths)}")
 
 
 def check_data_size(task: Task, config: RunConfig) -> None:
@@ -166,6 +179,9 @@ def check_data_size(task: Task, config: RunConfig) -> None:
     if total is None or config.n_train == 0:
         return
     n_val = config.n_val if config.n_val is not None else default_n_val(task, config.max_length, config.length_dist)
+    if n_val >= total:
+        raise SeqgapError(f"{config.task} {_fmt_params(config.task_params)} L={config.max_length} {config.length_dist}: "
+                          f"only {total} distinct samples exist, cannot hold out {n_val} for validation")
     if config.n_train > total - n_val:
         raise SeqgapError(f"{config.task} {_fmt_params(config.task_params)} L={config.max_length} {config.length_dist}: "
                           f"at most {total - n_val} training samples exist ({total} distinct, {n_val} held out for "
