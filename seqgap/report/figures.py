@@ -18,14 +18,17 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def line_plot(series: dict[str, list[tuple[float, float | None]]], xlabel: str, ylabel: str, title: str,
               path: Path, logy: bool = False, cap: float | None = None, logx: bool = False) -> Path:
-    """One line per series; a None y (unsolved) is drawn at ``cap`` with an open marker."""
+    """One line per series.  A point ``(x, y, True)`` is a lower bound (unsolved at y): open marker.
+    A None y is drawn at ``cap`` as a lower bound."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (name, pts) in enumerate(sorted(series.items())):
         pts = sorted(pts, key=lambda p: p[0])
+        pts = [(p[0], cap, True) if p[1] is None else (p[0], p[1], bool(p[2]) if len(p) > 2 else False)
+               for p in pts]
         xs = [p[0] for p in pts]
-        ys = [p[1] if p[1] is not None else (cap if cap else float("nan")) for p in pts]
+        ys = [p[1] if p[1] is not None else float("nan") for p in pts]
         line, = ax.plot(xs, ys, marker="o", label=name, alpha=0.9)
-        unsolved = [(x, cap) for x, y in pts if y is None and cap]
+        unsolved = [(x, y) for x, y, low in pts if low and y is not None]
         if unsolved:
             ax.scatter([u[0] for u in unsolved], [u[1] for u in unsolved], s=90, facecolors="none",
                        edgecolors=line.get_color(), linewidths=2, zorder=5)

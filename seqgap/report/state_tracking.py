@@ -14,8 +14,9 @@ from typing import Any, Sequence
 from seqgap.report.figures import line_plot, md_table
 
 
-def _n_plot_value(r) -> float | None:
-    return None if r.search.n_star is None else float(r.search.n_star)
+def _n_point(x, r) -> tuple:
+    """A plot point: N*, or the cell's own cap drawn as a lower bound (open marker) when unsolved."""
+    return (x, float(r.n_cap), True) if r.search.n_star is None else (x, float(r.search.n_star), False)
 
 
 def _settings_line(settings) -> str:
@@ -49,8 +50,8 @@ def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) 
     series_m: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     for r in results:
         m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
-        series_L[f"{r.cell.model} / {r.cell.format} / m={m}"].append((r.cell.max_length, _n_plot_value(r)))
-        series_m[f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}"].append((m, _n_plot_value(r)))
+        series_L[f"{r.cell.model} / {r.cell.format} / m={m}"].append(_n_point(r.cell.max_length, r))
+        series_m[f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}"].append(_n_point(m, r))
     if Ls:
         line_plot(series_L, "max length L", "N* (log)", "Sample complexity vs length", out / "nstar_vs_length.png",
                   logy=True, cap=settings.n_max)
@@ -59,7 +60,8 @@ def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) 
         line_plot(series_m, "m (state-space size)", "N* (log)", "Sample complexity vs m", out / "nstar_vs_m.png",
                   logy=True, cap=settings.n_max)
         lines.append("![N* vs m](nstar_vs_m.png)")
-    lines += ["", "Unsolved cells are drawn at the top of the plot (open markers) as `> N_max`.", ""]
+    lines += ["", "Unsolved cells are drawn at their cap (the training samples available) with open "
+                  "markers: N* is above them.", ""]
     lines += findings_sample_complexity(results)
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
