@@ -51,7 +51,7 @@ def eval_lengths_for(L: int) -> tuple[int, ...]:
 
 
 def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> LengthGenResult:
-    from seqgap.models.registry import get_spec, make_config
+    from seqgap.models.registry import make_config
     from seqgap.store import RunStore
     from seqgap.training.trainer import run
 
@@ -76,7 +76,6 @@ def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> Lengt
     raw = {int(k): v["acc"] for k, v in ev.items()}
     cfg = make_config(cell.model, cell.model_size, **cell.model_options)
     learned_pos = getattr(cfg, "flavor", None) == "gpt2" or (cell.model == "transformer" and not hasattr(cfg, "flavor"))
-    del get_spec
     return LengthGenResult(cell, n, curve, raw, _final_loss(best), learned_pos, best.id)
 
 
