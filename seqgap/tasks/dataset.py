@@ -261,9 +261,9 @@ def _describe(task: Task, L: int, length_dist: str) -> str:
     return f"{task.name}{' ' + params if params else ''}, L={L}, {length_dist}"
 
 
-def build_splits(task: Task, max_length: int, length_dist: str, n_train: int, n_val: int | None = None,
-                 seed: int = 0) -> Splits:
-    """Validation set + the first ``n_train`` problems of the training stream (see module doc)."""
+def check_sizes(task: Task, max_length: int, length_dist: str, n_train: int,
+                n_val: int | None = None) -> tuple[tuple[int, ...], int, int | None]:
+    """Validate the requested sizes without generating data: (lengths, n_val, total problems)."""
     lengths = _lengths(task, max_length, length_dist)
     L = lengths[-1]
     n_train = int(n_train)
@@ -280,6 +280,16 @@ def build_splits(task: Task, max_length: int, length_dist: str, n_train: int, n_
                           f"({total} distinct, {n_val} held out for validation), asked for {n_train}")
     if length_dist == "short-to-long" and total is None:
         raise SeqgapError(f"{what}: short-to-long needs a task whose problems can be counted")
+    return lengths, n_val, total
+
+
+def build_splits(task: Task, max_length: int, length_dist: str, n_train: int, n_val: int | None = None,
+                 seed: int = 0) -> Splits:
+    """Validation set + the first ``n_train`` problems of the training stream (see module doc)."""
+    lengths, n_val, total = check_sizes(task, max_length, length_dist, n_train, n_val)
+    L = lengths[-1]
+    n_train = int(n_train)
+    max_train = None if total is None else total - n_val
 
     seen: set = set()  # problems drawn by rejection sampling (shared: uniqueness across lengths too)
     pools = {n: _Pool(task, n, seed, seen) for n in lengths}

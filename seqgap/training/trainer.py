@@ -173,19 +173,10 @@ def validate(config: RunConfig) -> None:
 
 def check_data_size(task: Task, config: RunConfig) -> None:
     """Fail fast when N exceeds the distinct training samples (before any data is generated)."""
-    from seqgap.tasks.dataset import count_problems, default_n_val
+    from seqgap.tasks.dataset import check_sizes
 
-    total = count_problems(task, config.max_length, config.length_dist)
-    if total is None or config.n_train == 0:
-        return
-    n_val = config.n_val if config.n_val is not None else default_n_val(task, config.max_length, config.length_dist)
-    if n_val >= total:
-        raise SeqgapError(f"{config.task} {_fmt_params(config.task_params)} L={config.max_length} {config.length_dist}: "
-                          f"only {total} distinct samples exist, cannot hold out {n_val} for validation")
-    if config.n_train > total - n_val:
-        raise SeqgapError(f"{config.task} {_fmt_params(config.task_params)} L={config.max_length} {config.length_dist}: "
-                          f"at most {total - n_val} training samples exist ({total} distinct, {n_val} held out for "
-                          f"validation), asked for {config.n_train}")
+    if config.n_train:  # streaming (N = 0) draws fresh problems: nothing to run out of
+        check_sizes(task, config.max_length, config.length_dist, config.n_train, config.n_val)
 
 
 class DataSource:
