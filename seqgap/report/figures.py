@@ -39,14 +39,7 @@ def line_plot(series: dict[str, list[tuple[float, float | None]]], xlabel: str, 
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, ylabel, title, path, legend_size=7, grid_axis="both")
 
 
 def bar_plot(series: dict[str, list[tuple[str, float]]], ylabel: str, title: str, path: Path,
@@ -65,10 +58,15 @@ def bar_plot(series: dict[str, list[tuple[str, float]]], ylabel: str, title: str
         ax.axhline(hline, color="k", ls="--", lw=1)
     if logy:
         ax.set_yscale("log")
+    return _finish(fig, ax, ylabel, title, path, legend_size=8, grid_axis="y")
+
+
+def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_size: int, grid_axis: str) -> Path:
+    """Labels, legend, grid, save, close: the common tail of every plot."""
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, axis="y")
+    ax.grid(alpha=0.3, axis=grid_axis)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
