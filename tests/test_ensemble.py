@@ -61,10 +61,14 @@ def assert_same_run(got: trainer.RunResult, want: trainer.RunResult, param_atol:
 # ---- members equal separate runs ----------------------------------------------------------
 
 
+BATCHED = {"lstm": "lstm", "transformer": "transformer", "llama": "transformer"}
+
+
 @pytest.mark.parametrize("model", list(TINY))
 def test_members_match_separate_training(model):
     configs = grid(base_config(model))
-    got = train_ensemble(configs, forward="lstm" if model == "lstm" else "vmap")  # the batched path
+    got = train_ensemble(configs, forward=BATCHED.get(model, "vmap"))  # the batched path
+    assert train_ensemble.last_forward == BATCHED.get(model, "vmap")
     want = [trainer.train(c) for c in configs]
     for g, w in zip(got, want):
         assert_same_run(g, w)
@@ -73,16 +77,68 @@ def test_members_match_separate_training(model):
     assert max((got[0].model.state_dict()[k] - other[k]).abs().max().item() for k in other) > 1e-2
 
 
+def test_transformer_under_vmap_matches_too():
+    # the generic vmap path still handles the Transformer (e.g. for a subclass with another block)
+    configs = grid(base_config("transformer", steps=20), lrs=(3e-3,))
+    for g, w in zip(train_ensemble(configs, forward="vmap"), [trainer.train(c) for c in configs]):
+        assert_same_run(g, w)
+
+
 @pytest.mark.parametrize("model", ["transformer", "lstm"])
-def test_one_member_at_a_time_and_auto_strategy_match(model):
+def test_one_member_at_a_time_and_default_strategy_match(model):
     configs = grid(base_config(model, steps=20), lrs=(3e-3,), seeds=(0, 1))
     want = [trainer.train(c) for c in configs]
     for g, w in zip(train_ensemble(configs, forward="loop"), want):
         assert_same_run(g, w)
-    auto = train_ensemble(configs)  # times both strategies on the first batch, keeps the faster
-    assert train_ensemble.last_forward in ("loop", "lstm" if model == "lstm" else "vmap")
-    for g, w in zip(auto, want):
-        assert_same_run(g, w)
+    prev = torch.get_num_threads()
+    try:
+        for threads, expected in [(1, "loop"), (2, BATCHED[model])]:  # the fixed rule, no timing
+            torch.set_num_threads(threads)
+            got = train_ensemble(configs)
+            assert train_ensemble.last_forward == expected
+            for g, w in zip(got, want):
+                assert_same_run(g, w)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_default_strategy_rule():
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert ens.default_strategy("vmap", "cpu") == "loop"
+        assert ens.default_strategy("transformer", "cuda:0") == "transformer"
+        assert ens.default_strategy("loop", "cuda") == "loop"
+        torch.set_num_threads(2)
+        assert ens.default_strategy("lstm", "cpu") == "lstm"
+    finally:
+        torch.set_num_threads(prev)
+
+
+def test_reruns_are_bit_identical():
+    # the strategy no longer depends on a timing: the same configs give the same numbers, exactly
+    configs = grid(base_config("transformer", steps=20), lrs=(3e-3,))
+    a, b = train_ensemble(configs), train_ensemble(configs)
+    for x, y in zip(a, b):
+        assert [h["val_loss"] for h in x.history] == [h["val_loss"] for h in y.history]
+        for k, v in x.model.state_dict().items():
+            assert torch.equal(v, y.model.state_dict()[k]), k
+
+
+def test_batched_transformer_with_frozen_embeddings_and_llama_rope():
+    E, V = 3, 9
+    for name, opts in [("transformer", {"frozen_embeddings": True}), ("llama", {})]:
+        models = []
+        for s in range(E):
+            torch.manual_seed(s)
+            models.append(build_model(name, vocab_size=V, max_len=12, size="tiny", d_model=32, n_layers=2, **opts))
+        stack = ens.StackedParams(models)
+        x = torch.randint(0, V, (E, 4, 7))
+        y = ens.forward_transformer(models[0], stack.all_params(), stack.shared_buffers, x, E)
+        torch.testing.assert_close(y, torch.stack([m(x[e]) for e, m in enumerate(models)]), rtol=1e-4, atol=1e-5)
+    with pytest.raises(SeqgapError, match="max_len"):
+        ens.forward_transformer(models[0], stack.all_params(), stack.shared_buffers, torch.zeros(E, 1, 13,
+                                dtype=torch.long), E)
 
 
 def test_cot_format_and_uniform_lengths_match():

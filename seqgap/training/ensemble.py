@@ -19,19 +19,20 @@ for each config, up to floating-point rounding (tested against it):
   (numpy generator seeded ``[seed, 1]`` as in ``DataSource``).  The E batches are
   encoded together and padded to a common length: every model is causal and
   padding is never scored, so this changes nothing but rounding.
-* **Forward.** ``torch.func.vmap`` over ``functional_call`` of one template
-  module: Transformer, Dense-SSM, Mamba, Hybrid and any model vmap can trace.
-  Attention uses the math SDPA kernel, which vmap batches (the CPU flash kernel
-  it would loop over); Mamba's chunked scan (an old-style autograd function)
-  runs once per member inside an otherwise batched layer.  The LSTM gets a
-  hand-written path (``nn.LSTM`` has no batching rule): its recurrence as a
-  custom autograd function over batched matmuls, nn.LSTM's gate equations.
+* **Forward.** Hand-written batched paths for the Transformer (one ``bmm`` per
+  linear layer, one flash-attention call over all members' sequences) and the
+  LSTM (``nn.LSTM`` has no batching rule: its recurrence as a custom autograd
+  function over batched matmuls, nn.LSTM's gate equations); ``torch.func.vmap``
+  over ``functional_call`` of one template module for Dense-SSM, Mamba, Hybrid
+  and any model vmap can trace (attention under vmap uses the math SDPA kernel;
+  Mamba's chunked scan runs once per member inside an otherwise batched layer).
   Anything vmap cannot trace falls back to a per-member loop of
   ``functional_call``.  Batching every member is not always faster: at batch 64
   a d64 model is mostly compute-bound on a CPU, and E members' activations no
-  longer fit in L2.  So by default the first batch is timed both ways -- all
-  members batched, or one member's forward/backward at a time (optimizer,
-  clipping, data and evaluation stay batched either way) -- and the faster wins.
+  longer fit in L2.  So on a single CPU thread a training step runs one member's
+  forward/backward at a time (optimizer, clipping, data and evaluation stay
+  batched), with more threads or on an accelerator all members at once
+  (:func:`default_strategy`: a fixed rule, so reruns are bit-identical).
 * **Optimizer.** Adam / AdamW on the stacked buffer with a per-member learning
   rate vector (the same operations as ``torch.optim.Adam``'s for-loop
   implementation), the schedule ``lr_at`` and per-member gradient-norm clipping
@@ -420,6 +421,61 @@ def forward_lstm(model, params, buffers, tokens: torch.Tensor, E: int) -> torch.
     return _head(model.emb, params, buffers, "emb.", x).transpose(1, 2)  # (E, B, T, V)
 
 
+def _member_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-member vector v (E, D) shaped to broadcast against x (E, ..., D)."""
+    return v.view(v.shape[0], *([1] * (x.dim() - 2)), v.shape[-1])
+
+
+def _norm(params, prefix: str, x: torch.Tensor, flavor: str) -> torch.Tensor:
+    """The Transformer's LayerNorm (gpt2) or RMSNorm (llama), with per-member gains."""
+    w = _member_view(params[prefix + "weight"], x)
+    if flavor == "gpt2":
+        return torch.addcmul(_member_view(params[prefix + "bias"], x), F.layer_norm(x, x.shape[-1:]), w)
+    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5  # RMSNorm's own formula
+    return x / (rms + 1e-6) * w
+
+
+def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) -> torch.Tensor:
+    """Batched Transformer forward (both flavours): the members' batches are one big batch
+    for every elementwise op and for attention, and one ``bmm`` per linear layer.
+
+    vmap gets the same result but pays a batching rule per op and must use the slow math
+    attention kernel; here attention is a single flash SDPA call over (E * B) sequences.
+    """
+    from seqgap.models.transformer import apply_rope
+
+    c = model.config
+    if tokens.dim() == 2:
+        tokens = tokens.expand(E, *tokens.shape)
+    _, B, T = tokens.shape
+    if T > model.max_len:
+        raise SeqgapError(f"sequence of length {T} is longer than the model's max_len={model.max_len}")
+    H, D = c.n_heads, c.d_model
+    x = _embed(model.emb, params, buffers, "emb.", tokens, E)  # (E, B, T, D)
+    if model.pos is not None:
+        x = x + params["pos"][:, None, :T]
+    for i, block in enumerate(model.blocks):
+        pre = f"blocks.{i}."
+        h = _norm(params, pre + "norm1.", x, c.flavor)
+        qkv = _bmm_linear(h, params[pre + "attn.qkv.weight"], params.get(pre + "attn.qkv.bias"))
+        qkv = qkv.view(E * B, T, 3, H, D // H)  # members x batch as one batch of sequences
+        if block.attn.rope:
+            q, k = apply_rope(qkv[:, :, :2], buffers[pre + "attn.rot"][:T, None, None]).unbind(2)
+        else:
+            q, k = qkv[:, :, 0], qkv[:, :, 1]
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2),
+                                           is_causal=True)  # (E * B, H, T, hd)
+        y = y.transpose(1, 2).reshape(E, B, T, D)
+        x = x + _bmm_linear(y, params[pre + "attn.proj.weight"], params.get(pre + "attn.proj.bias"))
+        h = _norm(params, pre + "norm2.", x, c.flavor)
+        if block.mlp.swiglu:
+            u = F.silu(_bmm_linear(h, params[pre + "mlp.gate.weight"])) * _bmm_linear(h, params[pre + "mlp.up.weight"])
+        else:
+            u = F.gelu(_bmm_linear(h, params[pre + "mlp.up.weight"], params[pre + "mlp.up.bias"]), approximate="tanh")
+        x = x + _bmm_linear(u, params[pre + "mlp.down.weight"], params.get(pre + "mlp.down.bias"))
+    return _head(model.emb, params, buffers, "emb.", _norm(params, "norm.", x, c.flavor))  # (E, B, T, V)
+
+
 def _lstm_supported(model) -> bool:
     lstm = getattr(model, "lstm", None)
     return (isinstance(lstm, torch.nn.LSTM) and lstm.bias and lstm.batch_first and not lstm.bidirectional
@@ -481,15 +537,18 @@ def _vmappable_scan():
         _ORIGINAL_SCAN, mamba.selective_scan_tm = None, original
 
 
-FORWARDS = {"vmap": forward_vmap, "loop": forward_loop, "lstm": forward_lstm}
+FORWARDS = {"vmap": forward_vmap, "loop": forward_loop, "lstm": forward_lstm, "transformer": forward_transformer}
 
 
 def pick_forward(model, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> str:
     """The fastest ensemble forward that handles ``model`` (probed on a tiny input)."""
     from seqgap.models.lstm import LSTMModel
+    from seqgap.models.transformer import Transformer
 
     if type(model) is LSTMModel and _lstm_supported(model):
         return "lstm"
+    if type(model) is Transformer:
+        return "transformer"
     E = next(iter(params.values())).shape[0]
     probe = torch.zeros(E, 1, 2, dtype=torch.long, device=next(iter(params.values())).device)
     try:
@@ -498,6 +557,24 @@ def pick_forward(model, params: dict[str, torch.Tensor], buffers: dict[str, torc
         return "vmap"
     except Exception:  # an op or module vmap cannot batch (e.g. nn.LSTM inside a Hybrid)
         return "loop"
+
+
+def default_strategy(batched: str, device: str) -> str:
+    """All members in one batched forward/backward, or one member's at a time?
+
+    A fixed rule, not a timing, so that the same configs always train the same way (the two
+    differ by floating-point rounding, which can flip a near-threshold N* search).  Measured
+    on a 2-core CPU (docs/performance.md), 15 tiny d64 members at batch 64: on one thread
+    the per-member loop is as fast or faster (Transformer 13.0 vs 13.2 ms per member
+    forward+backward, LSTM 48 vs 53 ms per ensemble step; E members' activations leave the
+    L2 cache and the op overhead saved is small), on two threads the batched step is faster
+    (8.7 vs 11.2 ms: a single member's small ops do not use the second core).  Accelerators
+    always batch.
+    """
+    if batched == "loop":
+        return "loop"
+    on_cpu = str(device).split(":")[0] == "cpu"
+    return batched if not on_cpu or torch.get_num_threads() > 1 else "loop"
 
 
 # ---- losses and metrics -----------------------------------------------------------------
@@ -593,9 +670,9 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
     circuit) training ends at the first evaluation where some member succeeds: members
     that succeeded finish normally, the others are abandoned and returned as None.
     ``forward`` forces a strategy: "vmap" / "lstm" (all members in one batched forward
-    and backward), "loop" (one member at a time, everything else still batched); default:
-    the batched path that handles the model (:func:`pick_forward`) or the loop, whichever
-    is faster on the first batch.
+    and backward), "transformer" (the hand-written batched Transformer), "loop" (one member
+    at a time, everything else still batched); default: :func:`default_strategy` picks
+    between the batched path that handles the model (:func:`pick_forward`) and the loop.
     """
     configs = list(configs)
     check_configs(configs)
@@ -622,7 +699,7 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
         raise SeqgapError(f"unknown optimizer {tc.optimizer!r}; use adam or adamw")
     if forward is not None and forward not in FORWARDS:
         raise SeqgapError(f"unknown ensemble forward {forward!r}; use one of {', '.join(FORWARDS)}")
-    batched = forward if forward in ("vmap", "lstm") else pick_forward(template, stack.all_params(),
+    batched = forward if forward in ("vmap", "lstm", "transformer") else pick_forward(template, stack.all_params(),
                                                                       stack.shared_buffers)
     fwd = FORWARDS[batched]  # evaluation always runs batched
 
@@ -649,23 +726,8 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
         return torch.stack(losses)
 
     V = len(task.vocab)
-    if forward is None and batched == "loop":
-        forward = "loop"
-    elif forward is None:
-        # Batched or one member at a time?  Which is faster depends on the machine (cache, cores)
-        # and the shapes, so it is measured on the first batch (gradients only, no update): one
-        # warm-up call each, then the best of two timings each.
-        probe = [p for m in members for p in _MemberStream(task, m.config, splits.train, lengths)
-                 .next_problems(tc.batch_size)]
-        pb = task.encode_batch(probe).to(device)
-        shape = (len(members), tc.batch_size, pb.inputs.shape[1])
-        args = (pb.inputs.view(shape), pb.targets.view(shape), pb.loss_mask.view(shape))
-        timing = {"batched": [], "loop": []}
-        for name, fn in [("batched", batched_step), ("loop", member_step)] * 3:
-            t0 = time.perf_counter()
-            fn(*args)
-            timing[name].append(time.perf_counter() - t0)
-        forward = batched if min(timing["batched"][1:]) <= min(timing["loop"][1:]) else "loop"
+    if forward is None:
+        forward = default_strategy(batched, device)
     train_step = member_step if forward == "loop" else batched_step
     train_ensemble.last_forward = forward  # the strategy in use, for benchmarks and curious users
 
