@@ -158,51 +158,32 @@ def main(args) -> int:
     from seqgap.report.state_tracking import write_length_gen_report, write_sample_complexity_report
     from seqgap.report.state_tracking import write_sharing_report
     from seqgap.studies import length_gen, sample_complexity, sharing
-    from seqgap.sweep.local import run_jobs
-
     out = Path(args.out or f"seqgap_out/induction_bias_{args.preset}")
     out.mkdir(parents=True, exist_ok=True)
     store = args.store or str(out / "runs.sqlite")
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
 
+    # each part's own plan(): the same cells and preset defaults as running that study alone
     # 1) sample complexity
-    a = _sub_args(sample_complexity, args.preset, store, args.workers, out / "sample_complexity", args.device)
-    settings = sample_complexity.settings_from(a)
-    cells = sample_complexity.make_cells(length_dist="fixed", **sample_complexity.cell_axes(a))
+    cells, settings = sample_complexity.plan(_sub_args(sample_complexity, args.preset, store, args.workers,
+                                                       out / "sample_complexity", args.device))
     log(f"[1/3] sample complexity: {len(cells)} cells")
     sc = [r for r in sample_complexity.search_cells(cells, settings, store, args.workers, log=log) if r is not None]
     md1 = write_sample_complexity_report(sc, settings, out / "sample_complexity")
 
     # 2) sharing
-    a = _sub_args(sharing, args.preset, store, args.workers, out / "sharing", args.device)
-    axes = sample_complexity.cell_axes(a)
-    axes["lengths"] = [sharing.SHARING_DEFAULT_L[args.preset]]
-    axes["ms"] = sharing.SHARING_DEFAULT_M[args.preset]
-    bases = sample_complexity.make_cells(length_dist="fixed", **axes)
+    bases, sh_settings, min_n = sharing.plan(_sub_args(sharing, args.preset, store, args.workers, out / "sharing",
+                                                       args.device))
     log(f"[2/3] sharing: {len(bases)} model/format combinations")
-    rows = sharing.compute_kappas(bases, settings, store, args.workers, log=log,
-                                  min_n=sharing.SHARING_DEFAULT_MIN_N[args.preset])
-    md2 = write_sharing_report(rows, settings, out / "sharing")
+    rows = sharing.compute_kappas(bases, sh_settings, store, args.workers, log=log, min_n=min_n)
+    md2 = write_sharing_report(rows, sh_settings, out / "sharing")
 
     # 3) length generalisation
-    a = _sub_args(length_gen, args.preset, store, args.workers, out / "length_generalization", args.device)
-    d = length_gen.LENGTH_GEN_DEFAULTS[args.preset]
-    axes = sample_complexity.cell_axes(a)
-    axes["lengths"] = d["length"]
-    if d["m"]:
-        axes["ms"] = d["m"]
-    lg_settings = settings if not d["n_max"] else __import__("dataclasses").replace(settings, n_max=d["n_max"])
-    lg_cells = sample_complexity.make_cells(length_dist="uniform", **axes)
+    lg_args = _sub_args(length_gen, args.preset, store, args.workers, out / "length_generalization", args.device)
+    lg_cells, lg_settings = length_gen.plan(lg_args)
     log(f"[3/3] length generalisation: {len(lg_cells)} cells")
-    lg = []
-    for o in run_jobs(length_gen.length_gen_cell, [(c, lg_settings, store, 500) for c in lg_cells],
-                      workers=args.workers):
-        if o.ok:
-            lg.append(o.result)
-            log(f"  {o.result.cell.label()}: normalized acc at 2L = {o.result.at_2L:.2f}")
-        else:
-            log(f"  {lg_cells[o.index].label()}: FAILED: {o.error.splitlines()[0]}")
+    lg = length_gen.run_cells(lg_cells, lg_settings, store, args.workers, lg_args.n_eval, log=log)
     md3 = write_length_gen_report(lg, out / "length_generalization")
 
     findings = [("(a) Transformer N* grows faster with L than the RNNs' (ACoT)", finding_a(sc)),

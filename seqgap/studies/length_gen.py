@@ -17,9 +17,9 @@ the report says so next to every such model.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from seqgap.studies.sample_complexity import (
     Cell, SearchSettings, add_cell_arguments, add_search_arguments, available_train, cell_axes, make_cells,
@@ -94,10 +94,8 @@ def add_arguments(p) -> None:
 LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "m": [2], "n_max": 2048}, "paper": {"length": [10, 20], "m": None, "n_max": None}}
 
 
-def main(args) -> int:
-    from seqgap.report.state_tracking import write_length_gen_report
-    from seqgap.sweep.local import run_jobs
-
+def plan(args) -> tuple[list[Cell], SearchSettings]:
+    """The cells and settings the parsed ``args`` ask for, preset defaults filled in."""
     settings = settings_from(args)
     axes = cell_axes(args)
     d = LENGTH_GEN_DEFAULTS[args.preset]
@@ -106,20 +104,33 @@ def main(args) -> int:
     if not args.m and args.task == "modadd" and d["m"]:
         axes["ms"] = d["m"]
     if d["n_max"] and not args.n_max:
-        from dataclasses import replace
-
         settings = replace(settings, n_max=d["n_max"])
     cells = make_cells(length_dist=args.length_dist, **axes)
     validate_cells(cells)
+    return cells, settings
+
+
+def run_cells(cells: Sequence[Cell], settings: SearchSettings, store: str | None, workers: int | None,
+              n_eval: int, log=print) -> list[LengthGenResult]:
+    """Train and evaluate every cell (in parallel); failed cells are logged and left out."""
+    from seqgap.sweep.local import run_jobs
+
+    results = []
+    for o in run_jobs(length_gen_cell, [(c, settings, store, n_eval) for c in cells], workers=workers):
+        if o.ok:
+            results.append(o.result)
+            log(f"  {o.result.cell.label()}: normalized acc at 2L = {o.result.at_2L:.2f}")
+        else:
+            log(f"  {cells[o.index].label()}: FAILED: {o.error.splitlines()[0]}")
+    return results
+
+
+def main(args) -> int:
+    from seqgap.report.state_tracking import write_length_gen_report
+
+    cells, settings = plan(args)
     out = Path(args.out or f"seqgap_out/length_gen_{args.preset}")
     print(f"length-generalization: {len(cells)} cells, report -> {out}", file=sys.stderr)
-    results = []
-    for o in run_jobs(length_gen_cell, [(c, settings, args.store, args.n_eval) for c in cells], workers=args.workers):
-        if o.ok:
-            r = o.result
-            results.append(r)
-            print(f"{r.cell.label()}: normalized acc at 2L = {r.at_2L:.2f}", file=sys.stderr)
-        else:
-            print(f"{cells[o.index].label()}: FAILED: {o.error.splitlines()[0]}", file=sys.stderr)
+    results = run_cells(cells, settings, args.store, args.workers, args.n_eval, log=lambda s: print(s, file=sys.stderr))
     print(write_length_gen_report(results, out))
     return 0 if len(results) == len(cells) else 1

@@ -355,12 +355,18 @@ def validate_cells(cells: Sequence[Cell]) -> None:
         make_config(c.model, c.model_size, **c.model_options)
 
 
-def main(args) -> int:
-    from seqgap.report.state_tracking import write_sample_complexity_report
-
+def plan(args) -> tuple[list[Cell], SearchSettings]:
+    """The cells and search settings the parsed ``args`` ask for (preset defaults filled in)."""
     settings = settings_from(args)
     cells = make_cells(length_dist=args.length_dist, **cell_axes(args))
     validate_cells(cells)
+    return cells, settings
+
+
+def main(args) -> int:
+    from seqgap.report.state_tracking import write_sample_complexity_report
+
+    cells, settings = plan(args)
     out = Path(args.out or f"seqgap_out/sample_complexity_{args.preset}")
     print(f"sample-complexity: {len(cells)} cells, preset {args.preset}, store "
           f"{args.store or 'default'}, report -> {out}", file=sys.stderr)

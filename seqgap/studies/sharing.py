@@ -21,11 +21,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from seqgap.errors import SeqgapError
 from seqgap.studies.sample_complexity import (
-    Cell, CellResult, add_cell_arguments, add_search_arguments, cell_axes, search_cells, settings_from,
+    Cell, CellResult, SearchSettings, add_cell_arguments, add_search_arguments, cell_axes, search_cells,
+    settings_from,
     validate_cells,
 )
 
@@ -114,8 +115,9 @@ def add_arguments(p) -> None:
     add_search_arguments(p)
 
 
-def main(args) -> int:
-    from seqgap.report.state_tracking import write_sharing_report
+def plan(args) -> tuple[list[Cell], SearchSettings, int]:
+    """The base cells (one per model/format/m/L), search settings and shortest length n
+    the parsed ``args`` ask for, preset defaults filled in."""
     from seqgap.studies.sample_complexity import make_cells
 
     settings = settings_from(args)
@@ -126,9 +128,16 @@ def main(args) -> int:
         axes["ms"] = SHARING_DEFAULT_M[args.preset]
     bases = make_cells(length_dist="fixed", **axes)
     validate_cells(bases)
+    min_n = args.min_n if args.min_n is not None else SHARING_DEFAULT_MIN_N[args.preset]
+    return bases, settings, min_n
+
+
+def main(args) -> int:
+    from seqgap.report.state_tracking import write_sharing_report
+
+    bases, settings, min_n = plan(args)
     out = Path(args.out or f"seqgap_out/sharing_{args.preset}")
     print(f"sharing: {len(bases)} model/format/m/L combinations, preset {args.preset}, report -> {out}", file=sys.stderr)
-    min_n = args.min_n if args.min_n is not None else SHARING_DEFAULT_MIN_N[args.preset]
     rows = compute_kappas(bases, settings, args.store, args.workers, log=lambda s: print(s, file=sys.stderr),
                           min_n=min_n)
     print(write_sharing_report(rows, settings, out))
