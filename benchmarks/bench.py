@@ -122,16 +122,19 @@ def timed_steps(step, steps: int, warmup: int) -> list[float]:
 
 
 def _train_loop(model, vocab: int, batch: int, seq: int, steps: int, warmup: int, lr: float = 1e-3,
-                logits_of=lambda m, x: m(x)) -> dict:
+                logits_of=lambda m, x: m(x), compile: bool = False) -> dict:
+    """Median AdamW step of ``model`` on random tokens; ``compile``: as ``TrainConfig.compile``
+    does (torch.compile of the forward; the warm-up steps absorb the compilation)."""
     import torch
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(1, vocab, (batch, seq + 1), generator=g)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    forward = model
 
     def fwd_bwd():
-        logits = logits_of(model, x[:, :-1])
+        logits = logits_of(forward, x[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1))
         loss.backward()
         return loss
@@ -142,21 +145,24 @@ def _train_loop(model, vocab: int, batch: int, seq: int, steps: int, warmup: int
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    flops = step_flops(fwd_bwd)
+    flops = step_flops(fwd_bwd)  # counted on the eager model
+    if compile:
+        forward = torch.compile(model)
     times = timed_steps(step, steps, warmup)
     t = statistics.median(times)
     return {"step_s": t, "tokens_per_s": batch * seq / t, "flops_per_step": flops, "gflops": flops / t / 1e9,
             "n_params": sum(p.numel() for p in model.parameters()), "maxrss_mb": maxrss_mb()}
 
 
-def worker_seqgap_train(name: str, vocab: int, batch: int, seq: int, steps: int, warmup: int, size=None, **opts) -> dict:
+def worker_seqgap_train(name: str, vocab: int, batch: int, seq: int, steps: int, warmup: int, size=None,
+                        compile: bool = False, **opts) -> dict:
     import torch
 
     from seqgap.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, vocab_size=vocab, max_len=seq, size=size, **opts)
-    return _train_loop(model, vocab, batch, seq, steps, warmup)
+    return _train_loop(model, vocab, batch, seq, steps, warmup, compile=compile)
 
 
 def worker_mambapy_train(vocab: int, batch: int, seq: int, steps: int, warmup: int, d_model: int, n_layers: int) -> dict:
@@ -301,6 +307,12 @@ def section_llama(rep: Report, quick: bool) -> None:
     rep.add("llama", "LLaMA training tokens/s (seqgap vs HF LlamaForCausalLM)", f"{ours['tokens_per_s']:,.0f} tok/s",
             f"{ref['tokens_per_s']:,.0f} tok/s", ours["tokens_per_s"] / ref["tokens_per_s"], 1.3,
             f"(seqgap {rep.gflops(ours)}; HF {rep.gflops(ref)})")
+    # the trainer's --compile option (TrainConfig.compile), against the same eager HF reference
+    comp = run_worker("seqgap_train", name="llama", vocab=64, batch=64, seq=128, steps=steps, warmup=warm + 2,
+                      compile=True, **shape)
+    rep.add("llama", "LLaMA training tokens/s with `--compile` (seqgap compiled vs HF eager)",
+            f"{comp['tokens_per_s']:,.0f} tok/s", f"{ref['tokens_per_s']:,.0f} tok/s",
+            comp["tokens_per_s"] / ref["tokens_per_s"], 1.3, f"(seqgap {rep.gflops(comp)})")
 
 
 def section_generate(rep: Report, quick: bool) -> None:

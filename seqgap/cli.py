@@ -123,6 +123,8 @@ def add_train_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
     g.add_argument("--seed", type=str if multi else int, default="0" if multi else 0, help="training seed")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (long runs only: compiling takes tens of seconds)")
     g.add_argument("--store", help="run store path (default $SEQGAP_STORE or seqgap_runs/runs.sqlite)")
     g.add_argument("--force", action="store_true", help="retrain even if the store has this run")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,7 +142,8 @@ def run_config_from(args: argparse.Namespace):
     tc = TrainConfig(lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
                      warmup_steps=args.warmup, batch_size=args.batch_size, steps=args.steps,
                      eval_every=args.eval_every, success_loss=args.success_loss, early_stop=not args.no_early_stop,
-                     seed=args.seed, device=args.device, threads=args.threads)
+                     seed=args.seed, device=args.device, threads=args.threads,
+                     compile=args.compile)
     return RunConfig(task=args.task, task_params=task_params_from(args), max_length=args.length,
                      length_dist=args.length_dist, n_train=args.n_train, n_val=args.n_val, data_seed=args.data_seed,
                      model=args.model, model_size=args.size, model_options=model_options_from(args), train=tc,

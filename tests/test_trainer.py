@@ -98,3 +98,28 @@ def test_cli_eval_lengths_prints_answer_accuracy(tmp_path, capsys):
                  "--store", str(tmp_path / "s.sqlite"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0 and "length 6: answer acc" in out
+
+
+def test_compile_option_wraps_the_training_forward_only(monkeypatch):
+    # torch.compile itself is exercised by the slow test below; here: it is applied to the
+    # training step, evaluation stays eager, and the option is not part of the run's identity
+    import torch
+
+    calls = []
+
+    def fake_compile(model, **kw):
+        calls.append(kw)
+        return lambda x: model(x)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    a, b = train(tiny(compile=True)), train(tiny())
+    assert calls == [{}]
+    assert a.id == b.id and a.config["train"]["compile"] is True  # recorded, like device and threads
+    assert [h["val_loss"] for h in a.history] == [h["val_loss"] for h in b.history]
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager():
+    a, b = train(tiny(compile=True, model="transformer")), train(tiny(model="transformer"))
+    for x, y in zip(a.history, b.history):
+        assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-3, abs=1e-5)

@@ -284,6 +284,9 @@ def train(config: RunConfig, progress: ProgressFn | None = None, keep_model: boo
     model = build_model_for(task, config).to(tc.device)
     opt = make_optimizer(model, tc)
     val_batches = data.val_batches()
+    # torch.compile's default shape handling: static first, one dynamic-shape recompile if the
+    # batches' lengths vary (uniform lengths, CoT padding)
+    forward = torch.compile(model) if tc.compile else model
 
     history: list[dict[str, Any]] = []
     best_loss, best_step, best_record = float("inf"), 0, None
@@ -296,7 +299,7 @@ def train(config: RunConfig, progress: ProgressFn | None = None, keep_model: boo
         for g in opt.param_groups:
             g["lr"] = tc.lr * lr_at(step - 1, tc)
         batch = data.next_batch(tc.batch_size).to(tc.device)
-        logits = model(batch.inputs)
+        logits = forward(batch.inputs)
         loss = masked_loss(logits, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
