@@ -426,13 +426,13 @@ def _member_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view(v.shape[0], *([1] * (x.dim() - 2)), v.shape[-1])
 
 
-def _norm(params, prefix: str, x: torch.Tensor, flavor: str) -> torch.Tensor:
-    """The Transformer's LayerNorm (gpt2) or RMSNorm (llama), with per-member gains."""
+def _norm(params, prefix: str, x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+    """The Transformer's LayerNorm (gpt2) or RMSNorm (llama) ``norm``, with per-member gains."""
     w = _member_view(params[prefix + "weight"], x)
-    if flavor == "gpt2":
-        return torch.addcmul(_member_view(params[prefix + "bias"], x), F.layer_norm(x, x.shape[-1:]), w)
-    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5  # RMSNorm's own formula
-    return x / (rms + 1e-6) * w
+    if isinstance(norm, torch.nn.LayerNorm):
+        return torch.addcmul(_member_view(params[prefix + "bias"], x), F.layer_norm(x, x.shape[-1:], eps=norm.eps), w)
+    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * norm.scale  # RMSNorm's own formula
+    return x / (rms + norm.eps) * w
 
 
 def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) -> torch.Tensor:
@@ -456,7 +456,7 @@ def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) ->
         x = x + params["pos"][:, None, :T]
     for i, block in enumerate(model.blocks):
         pre = f"blocks.{i}."
-        h = _norm(params, pre + "norm1.", x, c.flavor)
+        h = _norm(params, pre + "norm1.", x, block.norm1)
         qkv = _bmm_linear(h, params[pre + "attn.qkv.weight"], params.get(pre + "attn.qkv.bias"))
         qkv = qkv.view(E * B, T, 3, H, D // H)  # members x batch as one batch of sequences
         if block.attn.rope:
@@ -467,13 +467,13 @@ def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) ->
                                            is_causal=True)  # (E * B, H, T, hd)
         y = y.transpose(1, 2).reshape(E, B, T, D)
         x = x + _bmm_linear(y, params[pre + "attn.proj.weight"], params.get(pre + "attn.proj.bias"))
-        h = _norm(params, pre + "norm2.", x, c.flavor)
+        h = _norm(params, pre + "norm2.", x, block.norm2)
         if block.mlp.swiglu:
             u = F.silu(_bmm_linear(h, params[pre + "mlp.gate.weight"])) * _bmm_linear(h, params[pre + "mlp.up.weight"])
         else:
             u = F.gelu(_bmm_linear(h, params[pre + "mlp.up.weight"], params[pre + "mlp.up.bias"]), approximate="tanh")
         x = x + _bmm_linear(u, params[pre + "mlp.down.weight"], params.get(pre + "mlp.down.bias"))
-    return _head(model.emb, params, buffers, "emb.", _norm(params, "norm.", x, c.flavor))  # (E, B, T, V)
+    return _head(model.emb, params, buffers, "emb.", _norm(params, "norm.", x, model.norm))  # (E, B, T, V)
 
 
 def _lstm_supported(model) -> bool:
