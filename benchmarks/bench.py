@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter runs (minutes instead of tens of minutes)")
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(SECTIONS)}")
     ap.add_argument("--write", action="store_true", help="write the results table to docs/performance.md")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("SEQGAP_BENCH_THREADS", os.cpu_count() or 1)),
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("SEQGAP_BENCH_THREADS", len(os.sched_getaffinity(0)))),
                     help="torch threads for every measurement (default: all cores, as docs/performance.md "
                          "was measured; on a machine shared with other jobs --threads 1 is more robust)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

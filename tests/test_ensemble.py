@@ -68,7 +68,6 @@ BATCHED = {"lstm": "lstm", "transformer": "transformer", "llama": "transformer"}
 def test_members_match_separate_training(model):
     configs = grid(base_config(model))
     got = train_ensemble(configs, forward=BATCHED.get(model, "vmap"))  # the batched path
-    assert train_ensemble.last_forward == BATCHED.get(model, "vmap")
     want = [trainer.train(c) for c in configs]
     for g, w in zip(got, want):
         assert_same_run(g, w)
@@ -332,3 +331,12 @@ def test_every_model_stacked_forward_and_grads(name):
                 got = stack.grad[e, off:off + p.numel()].view_as(p)
                 torch.testing.assert_close(got, want if want is not None else torch.zeros_like(p), rtol=1e-3, atol=1e-5)
             off += p.numel()
+
+
+def test_forced_forward_must_fit_the_model_and_compile_is_refused():
+    with pytest.raises(SeqgapError, match="does not fit"):
+        train_ensemble(grid(base_config("dense-ssm", steps=2)), forward="transformer")
+    with pytest.raises(SeqgapError, match="does not fit"):
+        train_ensemble(grid(base_config("transformer", steps=2)), forward="lstm")
+    with pytest.raises(SeqgapError, match="compile"):
+        train_ensemble(grid(base_config("lstm", steps=2, compile=True)))

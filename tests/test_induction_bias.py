@@ -124,8 +124,9 @@ def test_study_runs_each_parts_own_plan_and_writes_findings(tmp_path, monkeypatc
     assert seen["lg"] == (want_lg, want_settings.n_max, 500)
     summary = (tmp_path / "out" / "summary.md").read_text()
     # the fake numbers make every N* grow alike: (a) is not shown; (d) is not (Transformer 1.0 at 2L)
-    assert "(a) Transformer N* grows faster" in summary and "**(d) RNNs with ACoT length-generalise, the " \
-        "Transformer does not: not shown.**" in summary
+    assert "**(a) Transformer N* grows faster with L than the RNNs' (ACoT): not shown.**" in summary
+    assert "**(d) RNNs with ACoT length-generalise, the Transformer does not: not shown.**" in summary
+    assert "**(c) RNN kappa under ACoT clearly > 1, Transformer's not: not shown.**" in summary  # T kappa 2.0
     assert (tmp_path / "out" / "sample_complexity" / "nstar_vs_length.png").exists()
 
 

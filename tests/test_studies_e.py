@@ -84,3 +84,14 @@ def test_reports_written(tmp_path):
     md = write_sample_complexity_report(results, SETTINGS, tmp_path / "rep")
     assert "| lstm | acot | 2 |" in md and (tmp_path / "rep" / "nstar_vs_length.png").stat().st_size > 1000
     assert (tmp_path / "rep" / "results.json").exists()
+
+
+def test_cell_ids_are_pinned_and_ignore_placement():
+    """A cell's id keys its stored N* result: it must not move when an option that does not
+    change results (device, threads, compile) is added or set.  Values as of RESULTS_VERSION 1."""
+    cell = sc.Cell("modadd", {"m": 2, "format": "acot"}, 10, "fixed", "lstm", "tiny")
+    assert sc.cell_id(cell, sc.QUICK_SETTINGS) == "nstar-647aa07342f4ad98e2bf"
+    assert sc.cell_id(cell, sc.PAPER_SETTINGS) == "nstar-e1b8b9090bc5b162a387"
+    placed = dataclasses.replace(sc.QUICK_SETTINGS, train=dataclasses.replace(
+        sc.QUICK_SETTINGS.train, device="cuda", threads=4, compile=True))
+    assert sc.cell_id(cell, placed) == sc.cell_id(cell, sc.QUICK_SETTINGS)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from seqgap.config import RunConfig, TrainConfig, config_hash
+from seqgap.config import NON_IDENTITY_FIELDS, RunConfig, TrainConfig, config_hash
 from seqgap.errors import SeqgapError
 from seqgap.studies.search import SearchResult, find_n_star
 
@@ -78,7 +78,8 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ensemble")
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "threads")}
+        # where and how runs execute is not part of a cell's identity (as for a run's hash)
+        d["train"] = {k: v for k, v in d["train"].items() if k not in NON_IDENTITY_FIELDS}
         d["lrs"], d["seeds"] = list(self.lrs), list(self.seeds)
         return d
 

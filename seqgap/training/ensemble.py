@@ -102,6 +102,8 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
     if getattr(configs[0], "gen_eval", 0):
         raise SeqgapError("ensemble training does not run the free-generation evaluation (gen_eval); "
                           "train these runs one by one")
+    if configs[0].train.compile:
+        raise SeqgapError("ensemble training does not torch.compile (train.compile); train these runs one by one")
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -540,8 +542,10 @@ def _vmappable_scan():
 FORWARDS = {"vmap": forward_vmap, "loop": forward_loop, "lstm": forward_lstm, "transformer": forward_transformer}
 
 
-def pick_forward(model, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> str:
-    """The fastest ensemble forward that handles ``model`` (probed on a tiny input)."""
+def pick_forward(model, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                 probe: bool = True) -> str:
+    """The fastest ensemble forward that handles ``model``: a hand-written path if there is one,
+    else vmap if it traces the model (probed on a tiny input; ``probe=False``: assume it does)."""
     from seqgap.models.lstm import LSTMModel
     from seqgap.models.transformer import Transformer
 
@@ -549,6 +553,8 @@ def pick_forward(model, params: dict[str, torch.Tensor], buffers: dict[str, torc
         return "lstm"
     if type(model) is Transformer:
         return "transformer"
+    if not probe:
+        return "vmap"
     E = next(iter(params.values())).shape[0]
     probe = torch.zeros(E, 1, 2, dtype=torch.long, device=next(iter(params.values())).device)
     try:
@@ -699,6 +705,8 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
         raise SeqgapError(f"unknown optimizer {tc.optimizer!r}; use adam or adamw")
     if forward is not None and forward not in FORWARDS:
         raise SeqgapError(f"unknown ensemble forward {forward!r}; use one of {', '.join(FORWARDS)}")
+    if forward in ("lstm", "transformer") and forward != pick_forward(template, {}, {}, probe=False):
+        raise SeqgapError(f"ensemble forward {forward!r} does not fit model {cfg0.model!r} ({type(template).__name__})")
     batched = forward if forward in ("vmap", "lstm", "transformer") else pick_forward(template, stack.all_params(),
                                                                       stack.shared_buffers)
     fwd = FORWARDS[batched]  # evaluation always runs batched
