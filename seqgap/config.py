@@ -47,7 +47,7 @@ class TrainConfig:
     threads: int | None = None
     # torch.compile the training forward/backward (eval and generation stay eager). Same
     # numbers up to fused-kernel rounding, like a change of device or thread count; pays off
-    # only for long runs (compiling takes tens of seconds; measured 1.32x for llama 0.5M).
+    # only for long runs (compiling takes tens of seconds; LLaMA 0.5M: 1.3x eager, docs/performance.md).
     compile: bool = False
 
 

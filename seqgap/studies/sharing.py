@@ -26,8 +26,7 @@ from typing import Sequence
 from seqgap.errors import SeqgapError
 from seqgap.studies.sample_complexity import (
     Cell, CellResult, SearchSettings, add_cell_arguments, add_search_arguments, cell_axes, search_cells,
-    settings_from,
-    validate_cells,
+    settings_from, validate_cells,
 )
 
 NAME = "sharing"
