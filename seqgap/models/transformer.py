@@ -85,12 +85,17 @@ class RMSNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
-        self.eps, self.scale = eps, dim ** -0.5
+        self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * self.scale
-        return x / (rms + self.eps) * self.weight
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm's formula, x / (rms(x) + eps) * weight (weight broadcast against x)."""
+    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * x.shape[-1] ** -0.5
+    return x / (rms + eps) * weight
 
 
 def make_norm(flavor: str, dim: int) -> nn.Module:
@@ -131,7 +136,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)
+        return self.proj(self.attend(self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Causal attention of projected q, k, v: (B, T, 3, H, hd) -> (B, T, H * hd), before ``proj``
+        (the batched ensemble calls it with its members' sequences stacked into B)."""
+        B, T, _, H, hd = qkv.shape
         if self.rope:  # rotate q and k together: (B, T, 2, H, hd) by (T, 1, 1, hd/2)
             qk = apply_rope(qkv[:, :, :2], self.rot[:T, None, None])
             q, k = qk.unbind(2)
@@ -140,7 +150,7 @@ class Attention(nn.Module):
         v = qkv[:, :, 2]
         # (B, H, T, hd); one fused kernel for all heads, causal mask built in
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+        return y.transpose(1, 2).reshape(B, T, H * hd)
 
     def init_cache(self, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Preallocated key and value caches, (B, H, max_len, hd) each."""

@@ -430,11 +430,12 @@ def _member_view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _norm(params, prefix: str, x: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
     """The Transformer's LayerNorm (gpt2) or RMSNorm (llama) ``norm``, with per-member gains."""
+    from seqgap.models.transformer import rms_norm
+
     w = _member_view(params[prefix + "weight"], x)
     if isinstance(norm, torch.nn.LayerNorm):
         return torch.addcmul(_member_view(params[prefix + "bias"], x), F.layer_norm(x, x.shape[-1:], eps=norm.eps), w)
-    rms = torch.linalg.vector_norm(x, dim=-1, keepdim=True) * norm.scale  # RMSNorm's own formula
-    return x / (rms + norm.eps) * w
+    return rms_norm(x, w, norm.eps)
 
 
 def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) -> torch.Tensor:
@@ -444,8 +445,6 @@ def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) ->
     vmap gets the same result but pays a batching rule per op and must use the slow math
     attention kernel; here attention is a single flash SDPA call over (E * B) sequences.
     """
-    from seqgap.models.transformer import apply_rope
-
     c = model.config
     if tokens.dim() == 2:
         tokens = tokens.expand(E, *tokens.shape)
@@ -460,14 +459,8 @@ def forward_transformer(model, params, buffers, tokens: torch.Tensor, E: int) ->
         pre = f"blocks.{i}."
         h = _norm(params, pre + "norm1.", x, block.norm1)
         qkv = _bmm_linear(h, params[pre + "attn.qkv.weight"], params.get(pre + "attn.qkv.bias"))
-        qkv = qkv.view(E * B, T, 3, H, D // H)  # members x batch as one batch of sequences
-        if block.attn.rope:
-            q, k = apply_rope(qkv[:, :, :2], buffers[pre + "attn.rot"][:T, None, None]).unbind(2)
-        else:
-            q, k = qkv[:, :, 0], qkv[:, :, 1]
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2),
-                                           is_causal=True)  # (E * B, H, T, hd)
-        y = y.transpose(1, 2).reshape(E, B, T, D)
+        # members x batch as one batch of sequences; the module's own attention (RoPE table shared)
+        y = block.attn.attend(qkv.view(E * B, T, 3, H, D // H)).view(E, B, T, D)
         x = x + _bmm_linear(y, params[pre + "attn.proj.weight"], params.get(pre + "attn.proj.bias"))
         h = _norm(params, pre + "norm2.", x, block.norm2)
         if block.mlp.swiglu:
