@@ -380,7 +380,7 @@ def section_data(rep: Report, quick: bool) -> None:
     # against one cached decoding step of the smallest Mamba (what it adds to each generated query)
     from seqgap.models import build_model
     from seqgap.tasks.istree import ES_ID
-    from seqgap.training.retrieval_tool import RetrievalTool
+    from seqgap.tasks.retrieval_tool import RetrievalTool
 
     for n in (8, 64):
         task = IsTree(format="rag", max_nodes=n)

@@ -92,7 +92,6 @@ def reference_dense_sample(rng: np.random.Generator, n: int, fmt: str = "cot") -
                 trace.extend((SS_ID, NODE0 + x, TILDE_ID, ES_ID, NODE0 + parent[x],
                               SS_ID, NODE0 + v, TILDE_ID, ES_ID, NODE0 + parent[v]))
                 if x != parent[v]:
-                    tour.append(x)
                     return x
                 trace.extend((SS_ID, NODE0 + v, DASH_ID, NODE0 + x, ES_ID, after(v, x)))
         return None

@@ -6,148 +6,85 @@ one line ``seqgap: error: ...`` with exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from typing import Any, Sequence
 
-from seqgap.errors import SeqgapError
+# OpenMP threads that spin while waiting collapse training throughput when the few cores of a
+# laptop are shared (docs/performance.md).  Set where a process starts, before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from seqgap.config import RunConfig, TrainConfig  # noqa: E402
+from seqgap.errors import SeqgapError  # noqa: E402
+from seqgap.models.registry import load_plugin  # noqa: E402
+from seqgap.options import (SHARED, add_config_options, apply_overrides, given, guess_value, parse_kv,  # noqa: E402
+                            shared_parser, typed_model_options)
 
 
-def parse_value(text: str) -> Any:
-    """'3' -> 3, '1e-3' -> 0.001, 'true' -> True, 'a,b' stays a string."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+# ---- the train command's options: generated from the config dataclasses ----------------
+
+_RUN_FIELDS_SKIP = ("task", "task_params", "model", "model_size", "model_options", "train")
 
 
-def parse_kv(items: Sequence[str] | None, what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SeqgapError(f"{what} must look like key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = parse_value(v.strip())
-    return out
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise SeqgapError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def str_list(text: str) -> list[str]:
-    return [x.strip() for x in str(text).split(",") if x.strip()]
-
-
-def float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise SeqgapError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-# ---- shared option groups -------------------------------------------------------------
-
-def add_task_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
+def add_task_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("task")
     g.add_argument("--task", default="modadd", help="task name (see `seqgap tasks`); default modadd")
-    g.add_argument("--m", type=str if multi else int, help="modulus for modadd (parity: m=2)")
-    g.add_argument("--k", type=int, help="permutation degree for permutation tasks (3..6)")
+    g.add_argument("--m", help="modulus for modadd (parity: m=2)")
+    g.add_argument("--k", help="permutation degree for permutation tasks (3..6)")
     g.add_argument("--group", help="permutation group: S (symmetric) or A (alternating)")
     g.add_argument("--format", help="supervision format (state tracking: outcome, cot, acot; istree: vanilla, cot, rag)")
     g.add_argument("--task-opt", action="append", metavar="KEY=VALUE", help="any other task option (repeatable)")
-    g.add_argument("--length", "-L", type=str if multi else int, default="20" if multi else 20,
-                   help="maximum length L (problems have n in 2..L); default 20")
-    g.add_argument("--length-dist", default="fixed", help="fixed | uniform | short-to-long (default fixed)")
 
 
-def task_params_from(args: argparse.Namespace, m: Any = None, fmt: Any = None) -> dict[str, Any]:
-    params = {"m": m if m is not None else getattr(args, "m", None), "k": args.k, "group": args.group,
-              "format": fmt if fmt is not None else args.format}
-    params = {k: v for k, v in params.items() if v is not None}
-    params.update(parse_kv(args.task_opt, "--task-opt"))
+def task_params_from(args: argparse.Namespace) -> dict[str, Any]:
+    params = {"m": args.m, "k": args.k, "group": args.group, "format": args.format}
+    params = {k: guess_value(v) for k, v in params.items() if v is not None}
+    params.update({k: guess_value(v) for k, v in parse_kv(args.task_opt, "--task-opt").items()})
     return params
 
 
-def add_model_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="lstm", help="model name (see `seqgap models`); default lstm"
-                   + ("; comma-separated for several" if multi else ""))
+    g.add_argument("--model", default="lstm", help="model name (see `seqgap models`); default lstm")
     g.add_argument("--size", help="named size (see `seqgap models`)")
-    g.add_argument("--d-model", type=int, help="model width")
-    g.add_argument("--n-layers", type=int, help="number of layers")
-    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="any other model option (repeatable)")
-    g.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE",
-                   help="import a module or .py file that registers extra models (repeatable)")
+    g.add_argument("--d-model", help="model width")
+    g.add_argument("--n-layers", help="number of layers")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="any other model option (repeatable); typed by the model's config")
 
 
 def model_options_from(args: argparse.Namespace) -> dict[str, Any]:
-    opts = {"d_model": args.d_model, "n_layers": args.n_layers}
-    opts = {k: v for k, v in opts.items() if v is not None}
+    """Model options as strings; the model registry types them by the model's config fields."""
+    opts = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.n_layers}.items() if v is not None}
     opts.update(parse_kv(args.model_opt, "--model-opt"))
     return opts
 
 
 def load_plugins(args: argparse.Namespace) -> None:
-    from seqgap.models.registry import load_plugin
-
     for target in getattr(args, "plugin", None) or []:
         load_plugin(target)
 
 
-def add_train_args(p: argparse.ArgumentParser, multi: bool = False) -> None:
+def add_run_args(p: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
+    """Every RunConfig and TrainConfig field as a flag; returns (run fields, train fields)."""
+    run_fields = add_config_options(p.add_argument_group("data and evaluation"), RunConfig, skip=_RUN_FIELDS_SKIP)
     g = p.add_argument_group("training")
-    g.add_argument("--n-train", type=int, default=2000, help="N unique training samples (0 = fresh samples every step)")
-    g.add_argument("--n-val", type=int, help="validation samples (default min(2000, 20%% of distinct samples))")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the validation set and training order")
-    g.add_argument("--lr", type=str if multi else float, default="1e-3" if multi else 1e-3, help="learning rate")
-    g.add_argument("--optimizer", default="adamw", help="adam | adamw")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--schedule", default="constant", help="constant | cosine (with --warmup)")
-    g.add_argument("--warmup", type=int, default=0, help="linear warm-up steps")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--steps", type=int, default=5000, help="step budget")
-    g.add_argument("--eval-every", type=int, default=100)
-    g.add_argument("--success-loss", type=float, default=1e-4, help="success = validation loss below this")
-    g.add_argument("--no-early-stop", action="store_true", help="train the whole budget even after success")
-    g.add_argument("--seed", type=str if multi else int, default="0" if multi else 0, help="training seed")
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step (long runs only: compiling takes tens of seconds)")
-    g.add_argument("--store", help="run store path (default $SEQGAP_STORE or seqgap_runs/runs.sqlite)")
-    g.add_argument("--force", action="store_true", help="retrain even if the store has this run")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train_fields = add_config_options(g, TrainConfig, skip=SHARED)
+    g.add_argument("--no-early-stop", dest="early_stop", action="store_false", default=None,
+                   help="train the whole budget even after success (= --early-stop no)")
+    return run_fields, train_fields
 
 
-def run_config_from(args: argparse.Namespace):
-    from seqgap.config import RunConfig, TrainConfig
-
-    if args.length < 2:
-        raise SeqgapError(f"length L must be >= 2, got {args.length}")
-    if args.m is not None and args.m < 2:
-        raise SeqgapError(f"m must be >= 2, got {args.m}")
-    if args.k is not None and not 3 <= args.k <= 6:
-        raise SeqgapError(f"k must be in 3..6, got {args.k}")
-    tc = TrainConfig(lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
-                     warmup_steps=args.warmup, batch_size=args.batch_size, steps=args.steps,
-                     eval_every=args.eval_every, success_loss=args.success_loss, early_stop=not args.no_early_stop,
-                     seed=args.seed, device=args.device, threads=args.threads,
-                     compile=args.compile)
-    return RunConfig(task=args.task, task_params=task_params_from(args), max_length=args.length,
-                     length_dist=args.length_dist, n_train=args.n_train, n_val=args.n_val, data_seed=args.data_seed,
-                     model=args.model, model_size=args.size, model_options=model_options_from(args), train=tc,
-                     eval_lengths=tuple(int_list(args.eval_lengths)) if getattr(args, "eval_lengths", None) else ())
+def run_config_from(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the parsed ``args`` ask for (TrainConfig/RunConfig defaults where not given)."""
+    train = TrainConfig(**given(args, args.train_fields), **given(args, SHARED))
+    config = RunConfig(task=args.task, task_params=task_params_from(args), model=args.model, model_size=args.size,
+                       model_options=model_options_from(args), train=train, **given(args, args.run_fields))
+    config = apply_overrides(config, parse_kv(args.overrides, "--set"))
+    # model options typed by the model's own config fields (bool from yes/no, ints strictly)
+    return dataclasses.replace(config, model_options=typed_model_options(config.model, config.model_options))
 
 
 class ProgressBar:
@@ -177,16 +114,12 @@ class ProgressBar:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from seqgap.store import RunStore
-    from seqgap.training.trainer import build_model_for, build_task, check_data_size, run, validate
+    from seqgap.training.trainer import prepare, run
 
     load_plugins(args)
     config = run_config_from(args)
+    task, model = prepare(config)  # every check, before the store is touched or data generated
     store = RunStore(args.store)
-    # fail fast on bad task/model options, before any data is generated
-    validate(config)
-    task = build_task(config)
-    check_data_size(task, config)
-    model = build_model_for(task, config)
     print(f"seqgap train: {config.model} ({model.num_params():,} params, state {model.state_size()}) on "
           f"{config.task} {json.dumps(config.task_params)} L={config.max_length} {config.length_dist} "
           f"N={config.n_train}  [run {config.hash()}]", file=sys.stderr)
@@ -207,8 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from seqgap.tasks.base import TASK_HELP, TASKS
-    import seqgap.tasks  # noqa: F401
+    from seqgap.tasks.catalog import TASK_HELP, TASKS
 
     for name in sorted(TASKS):
         cls = TASKS[name]
@@ -220,10 +152,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from seqgap.models.registry import MODELS, _populate
+    from seqgap.models.registry import MODELS
 
     load_plugins(args)
-    _populate()
     for name in sorted(MODELS):
         spec = MODELS[name]
         kind = "recurrent" if spec.recurrent else "attention"
@@ -261,7 +192,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from seqgap.studies.demo import run_demo
 
-    return run_demo(out=args.out, store_path=args.store, minutes=args.minutes)
+    return run_demo(out=args.out or "seqgap_demo", store_path=args.store)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,13 +211,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one model on one task (cached in the run store)",
-                       description="Train one model on one task. A run already in the store is not retrained.")
+                       parents=[shared_parser(workers=False, out=False)],
+                       description="Train one model on one task. A run already in the store is not retrained. "
+                                   "Every RunConfig/TrainConfig field is a flag; --set reaches any field by path.")
     add_task_args(p)
     add_model_args(p)
-    add_train_args(p)
-    p.add_argument("--eval-lengths", help="after training, also evaluate at these lengths (e.g. 40)")
+    run_fields, train_fields = add_run_args(p)
+    p.add_argument("--force", action="store_true", help="retrain even if the store has this run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="also print the run summary as JSON")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, run_fields=run_fields, train_fields=train_fields)
 
     p = sub.add_parser("tasks", help="list tasks")
     p.set_defaults(func=cmd_tasks)
@@ -304,7 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: a small end-to-end study with its report")
     p.add_argument("--out", default="seqgap_demo", help="report directory (default seqgap_demo)")
     p.add_argument("--store", help="run store path")
-    p.add_argument("--minutes", type=float, default=None, help="rough time budget (informational)")
     p.set_defaults(func=cmd_demo)
 
     from seqgap.studies import add_study_parsers

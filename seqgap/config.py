@@ -10,16 +10,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from seqgap.errors import SeqgapError
+from seqgap.tasks.dataset import LENGTH_DISTS
 
 # Bump when a change to data generation or training would change results,
 # so stale runs in an old store are not reused.  Run ids leave out fields at their
 # default value, so CHANGING A DEFAULT below also requires a bump
 # (tests/test_store.py pins the defaults to catch it).
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
+# 2: one training core (the ensemble steps each member with the single run's code; results moved
+#    by rounding), RoPE as real cos/sin tables, Mamba's reference initialisation, W's IsTree tour,
+#    validation problems kept out of training under the task's problem identity.
 
 
 @dataclass
@@ -41,10 +46,11 @@ class TrainConfig:
     patience_rel: float = 0.01
     patience_min_frac: float = 0.25
     grad_clip: float = 1.0  # 0 disables
+    label_smoothing: float = 0.0  # cross-entropy label smoothing on trained positions
     seed: int = 0  # model init and batch order
     # not part of the run's identity:
     device: str = "cpu"
-    threads: int | None = None
+    threads: int | None = None  # CPU threads (default 1 on CPU: numbers independent of scheduling)
     # torch.compile the training forward/backward (eval and generation stay eager). Same
     # numbers up to fused-kernel rounding, like a change of device or thread count; pays off
     # only for long runs (compiling takes tens of seconds; LLaMA 0.5M: 1.3x eager, docs/performance.md).
@@ -77,11 +83,30 @@ class RunConfig:
     # for max_length and eval_lengths); recorded so length-generalisation is honest.
     max_positions: int = 0
 
+    def validate(self) -> None:
+        """Every option checked once, up front: one SeqgapError naming the option and its range."""
+        check_train(self.train)
+        if self.length_dist not in LENGTH_DISTS:
+            raise SeqgapError(f"unknown length distribution {self.length_dist!r}; use one of {', '.join(LENGTH_DISTS)}")
+        _check_int("max length L", self.max_length, 2, MAX_LENGTH)
+        _check_int("n_train", self.n_train, 0, MAX_SAMPLES, "0 = fresh samples every step")
+        if self.n_val is not None:
+            _check_int("n_val", self.n_val, 1, MAX_SAMPLES, "success is judged on the validation set")
+        _check_int("data_seed", self.data_seed, 0, MAX_SEED)
+        for L in self.eval_lengths:
+            _check_int("eval_lengths", L, 2, MAX_LENGTH)
+        _check_int("n_eval", self.n_eval, 1, MAX_SAMPLES)
+        _check_int("gen_eval", self.gen_eval, 0, MAX_SAMPLES)
+        _check_int("max_positions", self.max_positions, 0, MAX_LENGTH * 64)
+        for name in ("task_params", "model_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise SeqgapError(f"{name} must be a mapping of option names to values")
+
     def identity(self) -> dict[str, Any]:
         """The fields that define the run.  Fields at their default value are left out, so
         adding a new option (with a default) later does not change existing runs' ids."""
         d = _non_default(self, RunConfig())
-        d["train"] = {k: v for k, v in _non_default(self.train, TrainConfig()).items() if k not in NON_IDENTITY_FIELDS}
+        d["train"] = train_identity(self.train)
         d["results_version"] = RESULTS_VERSION
         return d
 
@@ -112,6 +137,62 @@ class RunConfig:
 
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+# Up-front bounds on requests (far above anything a study needs; they stop typos such as
+# `-L 1e9` from hanging in set-up or exhausting memory).
+MAX_SEED = 2**63 - 1
+MAX_LENGTH = 100_000
+MAX_SAMPLES = 10**10
+MAX_STEPS = 10**9
+MAX_BATCH = 1 << 16
+MAX_THREADS = 1024
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int, why: str = "") -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        note = f"; {why}" if why else ""
+        raise SeqgapError(f"{name} must be >= {lo} (an integer, at most {hi:,}{note}), got {v!r}")
+
+
+def _check_float(name: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise SeqgapError(f"{name} must be a finite number in {rng}, got {v!r}")
+
+
+def check_train(t: TrainConfig) -> None:
+    if t.optimizer not in OPTIMIZERS:
+        raise SeqgapError(f"unknown optimizer {t.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+    if t.schedule not in SCHEDULES:
+        raise SeqgapError(f"unknown schedule {t.schedule!r}; use {' or '.join(SCHEDULES)}")
+    _check_float("lr", t.lr, 0.0, 1e3, lo_open=True)
+    _check_float("weight_decay", t.weight_decay, 0.0, 1e3)
+    _check_int("batch_size", t.batch_size, 1, MAX_BATCH)
+    _check_int("steps", t.steps, 1, MAX_STEPS)
+    _check_int("eval_every", t.eval_every, 1, MAX_STEPS)
+    _check_int("warmup_steps", t.warmup_steps, 0, MAX_STEPS)
+    # a loss threshold that can never be met (0, negative) or is always met (inf) is a typo
+    _check_float("success_loss", t.success_loss, 0.0, 1e3, lo_open=True)
+    _check_int("patience_evals", t.patience_evals, 0, MAX_STEPS)
+    _check_float("patience_rel", t.patience_rel, 0.0, 1.0, hi_open=True)
+    _check_float("patience_min_frac", t.patience_min_frac, 0.0, 1.0)
+    _check_float("grad_clip", t.grad_clip, 0.0, 1e6)
+    _check_float("label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
+    _check_int("seed", t.seed, 0, MAX_SEED)
+    if t.threads is not None:
+        _check_int("threads", t.threads, 1, MAX_THREADS)
+    if not isinstance(t.device, str) or not t.device:
+        raise SeqgapError(f"device must be a non-empty name such as cpu or cuda, got {t.device!r}")
+
+
+def train_identity(t: TrainConfig) -> dict[str, Any]:
+    """The training options that define a run: non-default values only (a new option with a default
+    leaves every existing id alone), without placement (device, threads, compile)."""
+    return {k: v for k, v in _non_default(t, TrainConfig()).items() if k not in NON_IDENTITY_FIELDS}
 
 
 def _non_default(obj: Any, default: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 torch.set_num_threads(1)
-os.environ.setdefault("SEQGAP_NUM_THREADS", "1")
 
 
 @pytest.fixture

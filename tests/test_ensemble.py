@@ -15,7 +15,6 @@ import torch
 
 from seqgap.config import RunConfig, TrainConfig
 from seqgap.errors import SeqgapError
-from seqgap.models import MODELS, build_model, get_spec
 from seqgap.store import RunStore
 from seqgap.training import ensemble as ens
 from seqgap.training import trainer
@@ -32,7 +31,7 @@ TINY = {
 
 
 def base_config(model: str, fmt: str = "acot", **train) -> RunConfig:
-    tc = dict(steps=30, eval_every=10, batch_size=16, lr=3e-3, success_loss=0.0)
+    tc = dict(steps=30, eval_every=10, batch_size=16, lr=3e-3, success_loss=1e-12)
     tc.update(train)
     return RunConfig(task="modadd", task_params={"m": 3, "format": fmt}, max_length=6, n_train=120, n_val=40,
                      model=model, train=TrainConfig(**tc), **TINY[model])
@@ -61,83 +60,66 @@ def assert_same_run(got: trainer.RunResult, want: trainer.RunResult, param_atol:
 # ---- members equal separate runs ----------------------------------------------------------
 
 
-BATCHED = {"lstm": "lstm", "transformer": "transformer", "llama": "transformer"}
+def assert_identical_run(got: trainer.RunResult, want: trainer.RunResult) -> None:
+    """The loop strategy runs the single run's own code: every number equal, bit for bit."""
+    assert got.id == want.id and got.config == want.config
+    strip = lambda hs: [{k: v for k, v in h.items() if k != "seconds"} for h in hs]  # noqa: E731
+    assert strip(got.history) == strip(want.history)
+    timing = {"seconds", "tokens_per_s"}
+    assert {k: v for k, v in got.summary.items() if k not in timing} == \
+        {k: v for k, v in want.summary.items() if k not in timing}
+    for k, v in want.model.state_dict().items():
+        assert torch.equal(got.model.state_dict()[k], v), k
 
 
 @pytest.mark.parametrize("model", list(TINY))
 def test_members_match_separate_training(model):
     configs = grid(base_config(model))
-    got = train_ensemble(configs, forward=BATCHED.get(model, "vmap"))  # the batched path
     want = [trainer.train(c) for c in configs]
-    for g, w in zip(got, want):
+    for g, w in zip(train_ensemble(configs, strategy="loop"), want):
+        assert_identical_run(g, w)
+    for g, w in zip(train_ensemble(configs, strategy="vmap"), want):  # the stacked path: up to rounding
         assert_same_run(g, w)
     # the comparison can fail: another seed's run is far outside the tolerance
     other = want[1].model.state_dict()
-    assert max((got[0].model.state_dict()[k] - other[k]).abs().max().item() for k in other) > 1e-2
-
-
-def test_transformer_under_vmap_matches_too():
-    # the generic vmap path still handles the Transformer (e.g. for a subclass with another block)
-    configs = grid(base_config("transformer", steps=20), lrs=(3e-3,))
-    for g, w in zip(train_ensemble(configs, forward="vmap"), [trainer.train(c) for c in configs]):
-        assert_same_run(g, w)
-
-
-@pytest.mark.parametrize("model", ["transformer", "lstm"])
-def test_one_member_at_a_time_and_default_strategy_match(model):
-    configs = grid(base_config(model, steps=20), lrs=(3e-3,), seeds=(0, 1))
-    want = [trainer.train(c) for c in configs]
-    for g, w in zip(train_ensemble(configs, forward="loop"), want):
-        assert_same_run(g, w)
-    prev = torch.get_num_threads()
-    try:
-        for threads, expected in [(1, "loop"), (2, BATCHED[model])]:  # the fixed rule, no timing
-            torch.set_num_threads(threads)
-            got = train_ensemble(configs)
-            assert train_ensemble.last_forward == expected
-            for g, w in zip(got, want):
-                assert_same_run(g, w)
-    finally:
-        torch.set_num_threads(prev)
+    assert max((want[0].model.state_dict()[k] - other[k]).abs().max().item() for k in other) > 1e-2
 
 
 def test_default_strategy_rule():
+    # a fixed rule, a function of the device alone (never of a timing or of the thread count)
+    assert ens.default_strategy("cpu") == "loop"
+    assert ens.default_strategy("cuda:0") == "vmap"
     prev = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        assert ens.default_strategy("vmap", "cpu") == "loop"
-        assert ens.default_strategy("transformer", "cuda:0") == "transformer"
-        assert ens.default_strategy("loop", "cuda") == "loop"
         torch.set_num_threads(2)
-        assert ens.default_strategy("lstm", "cpu") == "lstm"
+        assert ens.default_strategy("cpu") == "loop"
     finally:
         torch.set_num_threads(prev)
 
 
 def test_reruns_are_bit_identical():
-    # the strategy no longer depends on a timing: the same configs give the same numbers, exactly
     configs = grid(base_config("transformer", steps=20), lrs=(3e-3,))
-    a, b = train_ensemble(configs), train_ensemble(configs)
+    for strategy in ens.STRATEGIES:
+        a, b = train_ensemble(configs, strategy=strategy), train_ensemble(configs, strategy=strategy)
+        for x, y in zip(a, b):
+            assert [h["val_loss"] for h in x.history] == [h["val_loss"] for h in y.history]
+            for k, v in x.model.state_dict().items():
+                assert torch.equal(v, y.model.state_dict()[k]), k
+
+
+def test_threads_restored_and_numbers_independent_of_the_callers_threads():
+    configs = grid(base_config("lstm", steps=10, eval_every=5), lrs=(3e-3,))
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        a = train_ensemble(configs)
+        assert torch.get_num_threads() == 2  # restored
+        torch.set_num_threads(1)
+        b = train_ensemble(configs)
+    finally:
+        torch.set_num_threads(prev)
     for x, y in zip(a, b):
-        assert [h["val_loss"] for h in x.history] == [h["val_loss"] for h in y.history]
-        for k, v in x.model.state_dict().items():
-            assert torch.equal(v, y.model.state_dict()[k]), k
-
-
-def test_batched_transformer_with_frozen_embeddings_and_llama_rope():
-    E, V = 3, 9
-    for name, opts in [("transformer", {"frozen_embeddings": True}), ("llama", {})]:
-        models = []
-        for s in range(E):
-            torch.manual_seed(s)
-            models.append(build_model(name, vocab_size=V, max_len=12, size="tiny", d_model=32, n_layers=2, **opts))
-        stack = ens.StackedParams(models)
-        x = torch.randint(0, V, (E, 4, 7))
-        y = ens.forward_transformer(models[0], stack.all_params(), stack.shared_buffers, x, E)
-        torch.testing.assert_close(y, torch.stack([m(x[e]) for e, m in enumerate(models)]), rtol=1e-4, atol=1e-5)
-    with pytest.raises(SeqgapError, match="max_len"):
-        ens.forward_transformer(models[0], stack.all_params(), stack.shared_buffers, torch.zeros(E, 1, 13,
-                                dtype=torch.long), E)
+        assert_identical_run(x, y)
 
 
 def test_cot_format_and_uniform_lengths_match():
@@ -244,99 +226,55 @@ def test_nstar_search_same_with_and_without_ensemble(tmp_path):
 # ---- the pieces against torch's own implementations ----------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer,wd", [("adam", 0.0), ("adam", 0.05), ("adamw", 0.05)])
-def test_stacked_adam_equals_torch_optim(optimizer, wd):
+def test_clip_members_equals_clip_grad_norm():
     torch.manual_seed(0)
-    models = [torch.nn.Linear(5, 3) for _ in range(3)]
-    lrs = [1e-2, 3e-3, 1e-3]
-    stack = ens.StackedParams(models)
-    opt = ens.StackedAdam(stack, weight_decay=wd, decoupled=optimizer == "adamw")
-    cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
-    refs = [cls(m.parameters(), lr=lr, weight_decay=wd) for m, lr in zip(models, lrs)]
-    for step in range(4):
-        grads = torch.randn(3, stack.flat.shape[1])
-        stack.grad.copy_(grads)
-        opt.step(stack.flat, stack.grad, lrs)
-        for e, (m, o) in enumerate(zip(models, refs)):
-            off = 0
-            for p in m.parameters():
-                p.grad = grads[e, off:off + p.numel()].view_as(p).clone()
-                off += p.numel()
-            o.step()
-    for e, m in enumerate(models):
-        torch.testing.assert_close(stack.flat[e], torch.cat([p.detach().reshape(-1) for p in m.parameters()]),
-                                   rtol=0, atol=1e-7)
-
-
-def test_clip_rows_equals_clip_grad_norm():
-    torch.manual_seed(0)
-    g = torch.randn(4, 50) * torch.tensor([[0.01], [1.0], [10.0], [0.5]])
-    clipped = g.clone()
-    ens.clip_rows_(clipped, 1.0)
+    g = [torch.randn(4, 50) * torch.tensor([[0.01], [1.0], [10.0], [0.5]]), torch.randn(4, 3, 2)]
+    clipped = [t.clone() for t in g]
+    ens.clip_members_(clipped, 1.0)
     for e in range(4):
-        p = torch.nn.Parameter(torch.zeros(50))
-        p.grad = g[e].clone()
-        torch.nn.utils.clip_grad_norm_([p], 1.0)
-        torch.testing.assert_close(clipped[e], p.grad)
+        ps = [torch.nn.Parameter(torch.zeros_like(t[e])) for t in g]
+        for p, t in zip(ps, g):
+            p.grad = t[e].clone()
+        torch.nn.utils.clip_grad_norm_(ps, 1.0)
+        for p, c in zip(ps, clipped):
+            torch.testing.assert_close(c[e], p.grad)
 
 
-def test_lstm_scan_matches_nn_lstm_forward_and_gradients():
-    torch.manual_seed(0)
-    E, B, T, D, H = 3, 4, 7, 5, 6
-    lstms = [torch.nn.LSTM(D, H, batch_first=True) for _ in range(E)]
-    x = torch.randn(E, B, T, D)
-    perm = ens._lstm_perm(H, "cpu")
-    w_ih = torch.stack([l.weight_ih_l0 for l in lstms]).detach().requires_grad_()
-    w_hh = torch.stack([l.weight_hh_l0 for l in lstms]).detach().requires_grad_()
-    bias = torch.stack([l.bias_ih_l0 + l.bias_hh_l0 for l in lstms]).detach()
-    xg = ens._bmm_linear(x.transpose(1, 2), w_ih[:, perm], bias[:, perm])  # (E, T, B, 4H)
-    h = ens._LSTMScan.apply(xg, w_hh[:, perm].transpose(1, 2)).transpose(1, 2)  # (E, B, T, H)
-    ref = torch.stack([l(x[e])[0] for e, l in enumerate(lstms)])
-    torch.testing.assert_close(h, ref, rtol=1e-5, atol=1e-6)
-    g = torch.randn_like(ref)
-    (h * g).sum().backward()
-    (ref * g).sum().backward()
-    for e, l in enumerate(lstms):
-        torch.testing.assert_close(w_hh.grad[e], l.weight_hh_l0.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(w_ih.grad[e], l.weight_ih_l0.grad, rtol=1e-4, atol=1e-5)
+def test_vmap_strategy_drops_finished_members_and_keeps_optimizer_state():
+    # members stop at different steps (success vs plateau): the stack shrinks, the survivor goes on
+    base = base_config("lstm", steps=60, eval_every=5, success_loss=1.2, patience_evals=2, patience_rel=0.2,
+                       patience_min_frac=0.1)
+    configs = [base.replace(lr=1e-2, seed=0), base.replace(lr=1e-2, seed=1), base.replace(lr=1e-5, seed=0)]
+    want = [trainer.train(c) for c in configs]
+    for g, w in zip(train_ensemble(configs, strategy="vmap"), want):
+        assert_same_run(g, w)
 
 
-def _smallest(name: str) -> str | None:
-    sizes = get_spec(name).sizes
-    return next((s for s in ("tiny", "small") if s in sizes), None)
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_every_model_stacked_forward_and_grads(name):
-    """Whatever path the ensemble picks for a registered model equals the models run one by one."""
-    E, V = 3, 11
-    models = []
-    for s in range(E):
-        torch.manual_seed(s)
-        models.append(build_model(name, vocab_size=V, max_len=16, size=_smallest(name)))
-    stack = ens.StackedParams(models)
-    path = ens.pick_forward(models[0], stack.all_params(), stack.shared_buffers)
-    x = torch.randint(0, V, (E, 2, 9))
-    y = ens.FORWARDS[path](models[0], stack.all_params(), stack.shared_buffers, x, E)
-    ref = torch.stack([m(x[e]) for e, m in enumerate(models)])
-    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
-    g = torch.randn_like(ref)
-    stack.backward((y * g).sum())
-    (ref * g).sum().backward()
-    off = 0
-    for n, p in models[0].named_parameters():
-        if p.requires_grad:
-            for e, m in enumerate(models):
-                want = dict(m.named_parameters())[n].grad
-                got = stack.grad[e, off:off + p.numel()].view_as(p)
-                torch.testing.assert_close(got, want if want is not None else torch.zeros_like(p), rtol=1e-3, atol=1e-5)
-            off += p.numel()
-
-
-def test_forced_forward_must_fit_the_model_and_compile_is_refused():
-    with pytest.raises(SeqgapError, match="does not fit"):
-        train_ensemble(grid(base_config("dense-ssm", steps=2)), forward="transformer")
-    with pytest.raises(SeqgapError, match="does not fit"):
-        train_ensemble(grid(base_config("transformer", steps=2)), forward="lstm")
+def test_unknown_strategy_and_compile_with_vmap_are_refused():
+    with pytest.raises(SeqgapError, match="strategy"):
+        train_ensemble(grid(base_config("lstm", steps=2)), strategy="transformer")
     with pytest.raises(SeqgapError, match="compile"):
-        train_ensemble(grid(base_config("lstm", steps=2, compile=True)))
+        train_ensemble(grid(base_config("lstm", steps=2, compile=True)), strategy="vmap")
+
+
+def test_members_finished_are_stored_before_the_rest(tmp_path):
+    # a killed ensemble keeps what it had finished: each member is stored as it finishes
+    store = RunStore(str(tmp_path / "s.sqlite"))
+    base = base_config("lstm", steps=60, eval_every=5, success_loss=1.2, patience_evals=0)
+    configs = [base.replace(lr=1e-2, seed=0), base.replace(lr=1e-5, seed=0)]
+    slow_step, seen = [0], []
+    real_put = store.put
+
+    def put(rid, *a, **k):
+        seen.append((rid, slow_step[0]))
+        return real_put(rid, *a, **k)
+
+    def progress(i, step, rec):
+        if i == 1:
+            slow_step[0] = step
+
+    store.put = put
+    results = run_ensemble(configs, store, progress=progress)
+    assert results[0].success and results[1].summary["steps"] == 60
+    assert [rid for rid, _ in seen] == [c.hash() for c in configs]
+    assert seen[0][1] < 60  # the fast member was stored while the slow one was still training

@@ -17,9 +17,9 @@ from seqgap.studies.sharing import Kappa
 
 
 def parse(study, *argv):
-    p = argparse.ArgumentParser()
-    study.add_arguments(p)
-    return p.parse_args(list(argv))
+    from seqgap.studies import study_parser
+
+    return study_parser(study).parse_args(list(argv))
 
 
 def test_each_study_plan_applies_its_preset_defaults():

@@ -1,5 +1,6 @@
 """IsTree: labels against networkx, traces against an independent recursive DFS, RAG replay through the tool."""
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 from seqgap.errors import SeqgapError
 from seqgap.tasks import make_task
 from seqgap.tasks.base import collate
-from seqgap.tasks.istree import (EOS_ID, ES_ID, FALSE_ID, NODE0, SS_ID, TILDE_ID, TRUE_ID, IsTree,
+from seqgap.tasks.istree import (EOS_ID, ES_ID, FAILED_ID, FALSE_ID, NODE0, SS_ID, TILDE_ID, TRUE_ID, IsTree,
                                  is_valid_euler_tour, parse_answer)
-from seqgap.training.retrieval_tool import RetrievalTool
+from seqgap.tasks.retrieval_tool import RetrievalTool
 
 DISTS = ("binary", "random")
 
@@ -25,7 +26,8 @@ def graph_of(n, edges):
 
 
 def recursive_tour(n, edges):
-    """The CoT tour, written independently: recursion, neighbours sorted by edge index."""
+    """The CoT tour, written independently: recursion, neighbours sorted by edge index.  The vertex
+    that closes a cycle is not written (W's rule; it used to be)."""
     order = {}
     for k, (u, v) in enumerate(edges):
         order.setdefault(u, []).append((k, v))
@@ -39,9 +41,9 @@ def recursive_tour(n, edges):
         for _, w in sorted(order.get(v, [])):
             if w == parent:
                 continue
-            tour.append(w)
-            if w in seen:
+            if w in seen:  # a cycle: stop, without writing w (W's generator)
                 raise Cycle
+            tour.append(w)
             seen.add(w)
             visit(w, v)
             tour.append(v)
@@ -265,3 +267,178 @@ def test_validation_errors():
         task.encode((4, ((0, 1), (1, 5), (2, 3))))
     with pytest.raises(SeqgapError):
         task.encode((4, ((0, 0), (1, 2), (2, 3))))
+
+
+# ---- W's published generator (rnn-icrag, rnn/data.py): the tour and the RAG stopping point ------
+
+
+def w_rule_tour(n, edges):
+    """W's tour, transcribed from the rule (not from seqgap's code): DFS from 0, neighbours in the
+    order their edges appear in the input, the parent skipped; a vertex is written on entry and
+    after returning from a child; the DFS stops when it meets an already-visited vertex, which is
+    not written.  An explicit stack of (vertex, parent, next position in its neighbour list).
+    Returns (tour, stop) with stop = (v, x): v met visited x; None when no cycle was met."""
+    nbrs = [[] for _ in range(n)]
+    for u, v in edges:
+        nbrs[u].append(v)
+        nbrs[v].append(u)
+    visited = [False] * n
+    visited[0] = True
+    tour = [0]
+    stack = [[0, -1, 0]]
+    while stack:
+        top = stack[-1]
+        v, parent, pos = top
+        if pos == len(nbrs[v]):  # v is done: back to its parent, which is written again
+            stack.pop()
+            if stack:
+                tour.append(stack[-1][0])
+            continue
+        top[2] += 1
+        x = nbrs[v][pos]
+        if x == parent:
+            continue
+        if visited[x]:
+            return tour, (v, x)
+        visited[x] = True
+        tour.append(x)
+        stack.append([x, v, 0])
+    return tour, None
+
+
+def test_w_tour_handmade():
+    edges = ((0, 1), (0, 2), (1, 2))
+    assert w_rule_tour(4, edges) == ([0, 1, 2], (2, 0))
+    ex = IsTree(format="cot").encode((4, edges))
+    assert [t - NODE0 for t in trace_tokens(ex)[:-2]] == [0, 1, 2]  # seqgap wrote 0 1 2 0 before
+    assert trace_tokens(ex)[-2:] == [EOS_ID, FALSE_ID]
+
+
+@pytest.mark.parametrize("dist", DISTS)
+def test_cot_tour_matches_w_generator(dist):
+    """Thousands of random graphs at n = 4, 8, 16: seqgap's CoT tour is W's, labels are networkx's."""
+    rng = np.random.default_rng(11)
+    task = IsTree(format="cot", distribution=dist, max_nodes=16)
+    stopped = 0
+    for n in (4, 8, 16):
+        for _ in range(1500):
+            n_, edges = task.sample_problem(rng, n)
+            ex = task.encode((n_, edges))
+            tour, stop = w_rule_tour(n, edges)
+            assert [t - NODE0 for t in trace_tokens(ex)[:-2]] == tour
+            label = nx.is_tree(graph_of(n, edges))
+            assert ex.meta["label"] == label
+            assert trace_tokens(ex)[-1] == (TRUE_ID if label else FALSE_ID)
+            # W's label: no cycle met and every node reached (with n-1 edges: a tree)
+            assert label == (stop is None and len(set(tour)) == n)
+            stopped += stop is not None
+    assert stopped > 1000  # the cycle case is common: the rule is exercised
+
+
+def rag_queries(tokens):
+    """(query tokens, result token) for every search in a RAG trace, in order."""
+    out, k = [], 0
+    while k < len(tokens):
+        if tokens[k] == SS_ID:
+            end = tokens.index(ES_ID, k)
+            out.append((tokens[k + 1:end], tokens[end + 1]))
+            k = end + 2
+        else:
+            k += 1
+    return out
+
+
+@pytest.mark.parametrize("dist", DISTS)
+def test_rag_stops_where_w_stops(dist):
+    """The RAG trace runs the same DFS as W's tour: its records are the tour's entries, and when W's
+    DFS meets a visited vertex x from v, the trace's last queries are ``x ~`` (answered with x's
+    parent, not F: visited) and ``v ~`` (v's parent, not x), then [EOS] [FALSE] -- x gets no record."""
+    rng = np.random.default_rng(12)
+    task = IsTree(format="rag", distribution=dist, max_nodes=16)
+    cycles = 0
+    for n in (4, 8, 16):
+        for _ in range(300):
+            ex = task.sample(rng, n)
+            tokens = trace_tokens(ex)
+            tour, stop = w_rule_tour(n, ex.meta["edges"])
+            records, inside = [], False
+            for k, t in enumerate(tokens):
+                inside = (inside or t == SS_ID) and t != ES_ID
+                if t == TILDE_ID and not inside and tokens[k - 1] != ES_ID:
+                    records.append(tokens[k - 1] - NODE0)
+            seen, entries = set(), []
+            for v in tour:
+                if v not in seen:
+                    entries.append(v)
+                    seen.add(v)
+            assert records == entries
+            if stop is None:
+                continue
+            cycles += 1
+            v, x = stop
+            (q1, r1), (q2, r2) = rag_queries(tokens)[-2:]
+            assert q1 == [NODE0 + x, TILDE_ID] and r1 != FAILED_ID
+            assert q2 == [NODE0 + v, TILDE_ID] and r2 != NODE0 + x
+            assert tokens[-2:] == [EOS_ID, FALSE_ID]
+    assert cycles > 200
+
+
+# ---- problem identity: the edge set ---------------------------------------------------------------
+
+
+def test_problem_key_ignores_edge_order_and_orientation():
+    rng = np.random.default_rng(13)
+    task = IsTree(format="cot")
+    for _ in range(200):
+        n, edges = task.sample_problem(rng, 8)
+        perm = rng.permutation(len(edges))
+        shuffled = tuple((v, u) if rng.random() < 0.5 else (u, v) for u, v in (edges[i] for i in perm))
+        assert task.problem_key((n, shuffled)) == task.problem_key((n, edges))
+        other = (n, edges[:-1] + ((edges[-1][0], next(w for w in range(n) if w not in edges[-1])),))
+        if {frozenset(e) for e in other[1]} != {frozenset(e) for e in edges}:
+            assert task.problem_key(other) != task.problem_key((n, edges))
+
+
+def brute_force_binary_graphs(n):
+    """Every edge set the "binary" distribution can draw: hubs, each other node's hub, the extra edge."""
+    out = set()
+    for h1, h2 in itertools.combinations(range(n), 2):
+        others = [v for v in range(n) if v not in (h1, h2)]
+        for sides in itertools.product((h1, h2), repeat=n - 2):
+            star = [tuple(sorted((o, h))) for o, h in zip(others, sides)]
+            for a, b in itertools.combinations(others, 2):
+                out.add(frozenset(star + [(a, b)]))
+    return out
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 7, 8, 9])
+def test_binary_graph_count_against_brute_force(n):
+    graphs = brute_force_binary_graphs(n)
+    task = IsTree(distribution="binary")
+    assert task.num_problems(n) == len(graphs)
+    assert all(len(g) == n - 1 for g in graphs)
+    rng = np.random.default_rng(n)
+    drawn = {task.problem_key(task.sample_problem(rng, n)) for _ in range(3000)}
+    assert {g for _, g in drawn} <= graphs
+    if n <= 5:  # the sampler reaches the whole support
+        assert len(drawn) == len(graphs)
+
+
+def test_binary_graph_count_n8_is_24640():
+    assert IsTree(distribution="binary").num_problems(8) == 24_640
+
+
+@pytest.mark.parametrize("n", [4, 5, 6])
+def test_random_graph_count_against_brute_force(n):
+    """Support of "random": every (n-1)-edge graph (the tree branch gives the trees, the other the rest)."""
+    pairs = list(itertools.combinations(range(n), 2))
+    graphs = {frozenset(c) for c in itertools.combinations(pairs, n - 1)}
+    task = IsTree(distribution="random")
+    assert task.num_problems(n) == len(graphs) == math.comb(len(pairs), n - 1)
+    rng = np.random.default_rng(n)
+    drawn = {task.problem_key(task.sample_problem(rng, n))[1] for _ in range(6000 if n < 6 else 3000)}
+    assert drawn <= graphs
+    if n == 4:
+        assert drawn == graphs
+    assert IsTree(distribution="random").num_problems(16) is None  # C(120, 15) > 2**62: astronomically many
+    assert not task.enumerable  # drawn by rejection: neither distribution is uniform over edge sets

@@ -72,6 +72,27 @@ def test_fast_scan_gradients(T, chunk):
     assert torch.autograd.gradcheck(lambda *a: selective_scan(*a, chunk=chunk), ins)
 
 
+def test_fast_scan_per_sequence_A():
+    """A (Bt, Di, N), one per sequence (what the vmap rule folds members into): each sequence
+    scanned on its own with its A, values and gradients."""
+    u, delta, _, B, C, h0 = scan_inputs(3, 9, 4, 2, seed=3)
+    A = (-torch.rand(3, 4, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 4 - 0.1).requires_grad_()
+    ins = (u, delta, A, B, C, h0)
+    y, h = selective_scan(*ins, chunk=4)
+    y_ref, h_ref = selective_scan_ref(*ins)
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    for b in range(3):
+        yb, hb = selective_scan(*(t[b:b + 1] for t in ins), chunk=4)
+        torch.testing.assert_close(yb[0], y[b], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(hb[0], h[b], rtol=1e-12, atol=1e-12)
+    w = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    fast = torch.autograd.grad((y * w).sum() + h.sum(), ins)
+    ref = torch.autograd.grad((y_ref * w).sum() + h_ref.sum(), ins)
+    for name, a, b in zip(("u", "delta", "A", "B", "C", "h0"), fast, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+    assert torch.autograd.gradcheck(lambda *a: selective_scan(*a, chunk=4), ins)
+
+
 def test_fast_scan_float32_long():
     ins = [t.detach().float() for t in scan_inputs(3, 150, 6, 4, seed=5)]
     y, h = selective_scan(*ins, chunk=16)
@@ -145,6 +166,31 @@ def test_mamba_param_count_by_hand():
     assert build_model("mamba", vocab_size=V, max_len=8, d_model=40, dt_rank=7).layers[0].mixer.dt_rank == 7
 
 
+def test_mamba_out_proj_rescaled_by_depth():
+    """The reference's rescale_prenorm_residual: out_proj ~ kaiming-uniform (nn.Linear's default,
+    bound 1/sqrt(fan_in)) divided by sqrt(n_layers), per layer."""
+    for n_layers in (1, 4, 16):
+        model = build_model("mamba", vocab_size=V, max_len=8, d_model=32, n_layers=n_layers)
+        bound = model.layers[0].mixer.d_inner ** -0.5 / math.sqrt(n_layers)
+        for layer in model.layers:
+            w = layer.mixer.out_proj.weight.abs()
+            assert w.max() <= bound and w.max() > 0.95 * bound  # uniform in [-bound, bound]
+            assert abs(w.mean().item() - bound / 2) < 0.05 * bound
+
+
+def test_mamba_no_weight_decay():
+    model = build_model("mamba", vocab_size=V, max_len=8, size="tiny")
+    no_decay = model.no_weight_decay()
+    for i in range(2):
+        assert {f"layers.{i}.mixer.A_log", f"layers.{i}.mixer.D", f"layers.{i}.mixer.conv_bias",
+                f"layers.{i}.mixer.dt_proj.bias", f"layers.{i}.norm.weight"} <= no_decay
+        assert not {f"layers.{i}.mixer.in_proj.weight", f"layers.{i}.mixer.out_proj.weight",
+                    f"layers.{i}.mixer.conv_weight"} & no_decay
+    assert "norm_f.weight" in no_decay and "emb.embed.weight" not in no_decay
+    hybrid = build_model("hybrid", vocab_size=V, max_len=8, size="tiny", attn_position=1)
+    assert {"before.layers.0.mixer.A_log", "after.layers.0.mixer.A_log"} <= hybrid.no_weight_decay()
+
+
 def test_mamba_s4d_init():
     m = build_model("mamba", vocab_size=V, max_len=8, size="tiny").layers[0].mixer
     A = -torch.exp(m.A_log)
@@ -159,7 +205,7 @@ def test_mamba_s4d_init():
 @pytest.mark.parametrize("rnn, opts", [("mamba", {"d_state": 4}), ("lstm", {}), ("dense-ssm", {"d_input": 8})])
 @pytest.mark.parametrize("attn_position", [0, 1, 3, None])
 def test_hybrid_layouts_causal_and_step(rnn, opts, attn_position):
-    # float32: the other models' caches are float32 whatever the parameters
+    # float32 (float64 generation of every model: test_models.test_double_model_generates_in_float64)
     model = make("hybrid", max_len=24, double=False, d_model=16, n_layers=3, n_heads=2, rnn=rnn,
                  attn_position=attn_position, rnn_options=opts)
     n_before = 3 if attn_position is None else attn_position

@@ -355,3 +355,90 @@ def test_dense_ssm_learns_parity():
     with torch.no_grad():
         acc = (model(bits + 1).argmax(-1) == bits.cumsum(1) % 2 + 1).float().mean()
     assert acc > 0.99
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+def test_llama_survives_dtype_conversion():
+    """``.to(torch.float32)`` and ``.double()`` keep RoPE (a real (cos, sin) table, not a complex
+    buffer that ``.to`` would cast to real) and so the forward."""
+    import copy
+
+    model = make("llama", d_model=32, n_heads=4)
+    x = tokens(2, 17)
+    with torch.no_grad():
+        ref = model(x)
+        as_f32 = copy.deepcopy(model).to(torch.float32)
+        assert as_f32.blocks[0].attn.rot.dtype == torch.float32
+        torch.testing.assert_close(as_f32(x), ref, atol=0, rtol=0)
+        as_f64 = copy.deepcopy(model).double()
+        assert as_f64.blocks[0].attn.rot.dtype == torch.float64
+        out = as_f64(x)
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out, ref.double(), atol=1e-5, rtol=1e-4)
+        assert not torch.equal(out, ref.double())  # it did compute in float64
+        back = as_f64.to(torch.float32)  # and back again
+        torch.testing.assert_close(back(x), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_rope_real_form_for_other_dtypes():
+    """bfloat16 has no complex type: apply_rope rotates with real cos/sin products instead."""
+    rot = rope_table(32, 16)
+    x = torch.randn(3, 32, 16)
+    ref = apply_rope(x, rot)
+    torch.testing.assert_close(apply_rope(x, rot.double()), ref.double(), atol=1e-6, rtol=1e-5)  # real form
+    low = apply_rope(x.bfloat16(), rot.bfloat16())
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), ref, atol=0.05, rtol=0.02)
+
+
+def every_builtin():
+    """(name, overrides) for every built-in model, the hybrid with each of its RNNs."""
+    from seqgap.models.registry import BUILTIN_MODELS
+
+    out = [(name, {}) for name in sorted(BUILTIN_MODELS)]
+    return out + [("hybrid", dict(rnn="lstm", attn_position=1)), ("hybrid", dict(rnn="dense-ssm", attn_position=0))]
+
+
+@pytest.mark.parametrize("name, overrides", every_builtin())
+def test_double_model_generates_in_float64(name, overrides):
+    """init_state follows the parameters' dtype (and device): a .double() model's step equals its forward."""
+    model = make(name, **overrides).double()
+    x = tokens(2, 13)
+    state = model.init_state(2)  # device defaults to the model's
+    dtypes = {t.dtype for t in _tensors(state)}
+    assert dtypes == {torch.float64}, dtypes
+    with torch.no_grad():
+        steps = run_steps(model, x)
+        assert steps.dtype == torch.float64
+        torch.testing.assert_close(steps, model(x), atol=1e-10, rtol=1e-10)
+
+
+def _tensors(state):
+    """Every tensor in a model state (tensors, lists/tuples, dataclasses)."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, (list, tuple)):
+        return [t for s in state for t in _tensors(s)]
+    if hasattr(state, "__dataclass_fields__"):
+        return [t for f in state.__dataclass_fields__ for t in _tensors(getattr(state, f))]
+    return []
+
+
+# --------------------------------------------------------------------------- weight decay
+
+
+@pytest.mark.parametrize("name, overrides", every_builtin())
+def test_no_weight_decay(name, overrides):
+    model = make(name, **overrides)
+    params = dict(model.named_parameters())
+    no_decay = model.no_weight_decay()
+    assert no_decay <= set(params)
+    assert {n for n, p in params.items() if p.ndim < 2} <= no_decay  # biases, norm gains, D, h0
+    extra = {n for n in no_decay if params[n].ndim >= 2}
+    mamba_mixers = [n for n, _ in model.named_modules() if n.endswith("mixer")]
+    assert extra == {f"{m}.A_log" for m in mamba_mixers}  # only Mamba adds a matrix: A_log
+    if mamba_mixers:
+        assert {f"{m}.D" for m in mamba_mixers} <= no_decay
+    assert any(params[n].ndim >= 2 for n in set(params) - no_decay)  # the weight matrices do decay

@@ -13,7 +13,7 @@ from seqgap.models.base import SequenceModel, StateSize
 from seqgap.tasks.istree import (DASH_ID, EOS_ID, ES_ID, FAILED_ID, FALSE_ID, NODE0, TRUE_ID, IsTree,
                                  parse_answer)
 from seqgap.training import trainer
-from seqgap.training.retrieval_tool import RetrievalTool
+from seqgap.tasks.retrieval_tool import RetrievalTool
 
 
 def unique_problems(task: IsTree, n: int, count: int, seed: int = 0) -> list:

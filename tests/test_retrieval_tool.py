@@ -7,7 +7,7 @@ import torch
 
 from seqgap.tasks.istree import (BOS_ID, DASH_ID, EOS_ID, ES_ID, FAILED_ID, NODE0, SS_ID, TILDE_ID, TRUE_ID, IsTree,
                                  istree_vocab)
-from seqgap.training.retrieval_tool import RetrievalTool
+from seqgap.tasks.retrieval_tool import RetrievalTool
 
 N = 12
 VOCAB = istree_vocab(N)

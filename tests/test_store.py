@@ -66,12 +66,13 @@ def test_defaults_are_pinned():
 
     from seqgap.config import RESULTS_VERSION
 
-    assert RESULTS_VERSION == 1
+    assert RESULTS_VERSION == 2
     d = dataclasses.asdict(RunConfig())
     assert d["train"] == {
         "lr": 1e-3, "optimizer": "adamw", "weight_decay": 0.0, "schedule": "constant", "warmup_steps": 0,
         "batch_size": 64, "steps": 2000, "eval_every": 100, "success_loss": 1e-4, "early_stop": True,
-        "patience_evals": 0, "patience_rel": 0.01, "patience_min_frac": 0.25, "grad_clip": 1.0, "seed": 0,
+        "patience_evals": 0, "patience_rel": 0.01, "patience_min_frac": 0.25, "grad_clip": 1.0,
+        "label_smoothing": 0.0, "seed": 0,
         "device": "cpu", "threads": None, "compile": False}
     d.pop("train")
     assert d == {"task": "modadd", "task_params": {}, "max_length": 20, "length_dist": "fixed", "n_train": 2000,

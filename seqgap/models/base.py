@@ -3,17 +3,39 @@
 A model maps tokens ``(B, T)`` to logits ``(B, T, V)``, causally: the output at
 position t depends only on tokens 0..t.  For generation it also offers a
 recurrent/cached path, ``init_state(batch_size)`` + ``step(tokens, state)``,
-which must agree with ``forward`` (tested for every model).
+which must agree with ``forward`` (tested for every model).  ``init_state``
+allocates the state in the model's parameter dtype, on ``device`` (default: the
+model's device), so that a ``.double()`` model also generates in float64.
 
 Every model reports its parameter count and the size of the state it carries
 from one token to the next (``state_size()``): the number that W's theory is
 about.  For attention the state grows with the context, so the per-token KV
 cache size is reported instead.
+
+The features interface (what an RNN needs to sit inside ``hybrid``).  The
+default ``forward`` / ``step`` below are embed -> body -> head, and the Hybrid
+composes models through the body alone, so a recurrent model usable as the
+Hybrid's ``rnn`` must implement (override) all three of:
+
+* ``features(x)``: embeddings ``(B, T, D)`` -> ``(B, T, D)``, causal, with
+  ``D = config.d_model``;
+* ``features_step(x, state)``: one position, ``(B, D)`` -> ``((B, D), new state)``,
+  agreeing with ``features``;
+* ``init_state(batch_size, device=None)``: the state before the first position;
+
+and keep its token embedding and output head in ``self.emb`` (the Hybrid deletes
+it: it embeds and reads out itself), with ``d_model`` and ``n_layers`` fields
+in its config.  Optional: ``features_with_state(x)`` -> ``((B, T, D), state
+after the last position)``, a one-pass prompt prefill (Mamba has one).
+
+Weight decay: ``no_weight_decay()`` names the parameters an optimizer must not
+decay (every parameter with fewer than 2 dimensions, plus those a module lists
+in its ``NO_WEIGHT_DECAY`` class attribute, e.g. Mamba's ``A_log`` and ``D``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -34,6 +56,20 @@ class StateSize:
         return f"{self.floats:,} floats = {self.bits:,} bits{unit}"
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as the registry knows it: its class, config dataclass, named sizes and flags."""
+
+    name: str
+    cls: Callable[..., Any]  # cls(config, vocab_size, max_len) -> the model
+    config: type
+    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    help: str = ""
+    recurrent: bool = True  # fixed-size state (an "RNN" in W's sense)
+    # how to construct it when it is not just cls(config, vocab_size, max_len) (a composite model)
+    build: Callable[..., Any] | None = None
+
+
 class SequenceModel(nn.Module):
     """Base class: subclasses implement ``forward``, ``init_state``, ``step`` and ``state_size``."""
 
@@ -52,7 +88,8 @@ class SequenceModel(nn.Module):
         raise NotImplementedError
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> Any:
-        """The state before the first token (a cache/recurrent state; model specific)."""
+        """The state before the first token (a cache/recurrent state; model specific), in the
+        parameters' dtype, on ``device`` (default: the model's)."""
         raise NotImplementedError
 
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
@@ -66,9 +103,22 @@ class SequenceModel(nn.Module):
     def num_params(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
+    def no_weight_decay(self) -> set[str]:
+        """Names (as in ``named_parameters()``) of the parameters that get no weight decay.
+
+        Every parameter with fewer than 2 dimensions (biases, norm gains, Mamba's D), as in
+        nanoGPT, plus the names any submodule lists in its class attribute ``NO_WEIGHT_DECAY``
+        (local names, e.g. ``("A_log", "D")`` on a Mamba mixer), wherever it sits in the tree
+        (so a Hybrid's Mamba segments keep theirs).  Subclasses may also extend the set."""
+        params = dict(self.named_parameters())
+        names = {n for n, p in params.items() if p.ndim < 2}
+        for prefix, module in self.named_modules():
+            for local in getattr(module, "NO_WEIGHT_DECAY", ()):
+                name = f"{prefix}.{local}" if prefix else local
+                if name in params:
+                    names.add(name)
+        return names
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
-
-    def summary(self) -> str:
-        return f"{type(self).__name__}: {self.num_params():,} params; state {self.state_size()}"

@@ -53,7 +53,6 @@ from torch import nn
 
 from seqgap.models.base import SequenceModel, StateSize
 from seqgap.models.embeddings import TokenEmbedding
-from seqgap.models.registry import register_model
 
 SCANS = ("loop", "parallel")
 
@@ -139,7 +138,7 @@ class DenseSSMLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.states(x))
 
-    def init_state(self, batch_size: int, device=None) -> torch.Tensor:  # (B, d)
+    def init_state(self, batch_size: int, device=None) -> torch.Tensor:  # (B, d), in h0's dtype
         return unit_rms(self.h0).expand(batch_size, -1).to(device or self.h0.device)
 
     def step(self, x: torch.Tensor, h: torch.Tensor):  # (B, d_model), (B, d) -> ((B, d_model), (B, d))
@@ -151,9 +150,10 @@ def _size(d: int) -> dict:
     return dict(d_model=d, hidden=d, n_layers=1, d_input=32)
 
 
-@register_model("dense-ssm", config=DenseSSMConfig, recurrent=True,
-                sizes={"tiny": _size(64), "small": _size(128), "paper": _size(256)},
-                help="Dense-SSM: bilinear RNN h_t = A(x_t) h_{t-1}, E's state-tracking RNN")
+SIZES = {"tiny": _size(64), "small": _size(128), "paper": _size(256)}
+HELP = "Dense-SSM: bilinear RNN h_t = A(x_t) h_{t-1}, E's state-tracking RNN"
+
+
 class DenseSSM(SequenceModel):
     """Dense-SSM language model: embedding -> bilinear recurrence(s) -> head."""
 

@@ -3,16 +3,21 @@
 W prove that an RNN followed by a single Transformer layer solves the retrieval
 tasks (Index, AR, c-gram, Counting) without CoT and IsTree with O(n log n) CoT,
 and train "Mamba + one LLaMA decoder layer at the end".  Here the recurrent
-part may be any registered RNN that exposes ``features`` / ``features_step``
-(``rnn``: mamba, lstm, dense-ssm) and the attention layer may sit anywhere::
+part may be any registered RNN that implements the features interface
+(``features``, ``features_step``, ``init_state`` and an ``emb``; see
+:mod:`seqgap.models.base`) -- ``rnn``: mamba, lstm, dense-ssm or a plugin -- and
+the attention layer may sit anywhere::
 
     tokens -> emb -> RNN(attn_position layers) -> attention Block -> RNN(rest) -> [RMSNorm] -> head
 
 ``attn_position`` is the number of RNN layers before the attention layer
 (default: all of them, W's layout).  The RNN segments are ordinary model
-instances built through the registry with ``d_model`` and ``n_layers`` (plus
-``rnn_options``, e.g. ``{"d_state": 8}``); their own embeddings and heads are
-deleted, so they add no unused parameters.  The attention layer is
+instances built by the registry (which hands the hybrid its ``rnn``'s spec and
+its ``build_model``: this file does not import the registry) with ``d_model``
+and ``n_layers`` (plus ``rnn_options``, e.g. ``{"d_state": 8}``); their own
+embeddings and heads are deleted, so they add no unused parameters.  Each
+segment initialises itself for its own depth (a Mamba segment divides its
+``out_proj`` by sqrt of its own layer count).  The attention layer is
 :class:`seqgap.models.transformer.Block` (``attn_flavor``: llama = RoPE, RMSNorm,
 SwiGLU by default; gpt2 = LayerNorm/GELU and no positional signal but what the
 RNN provides).  When the attention layer is last, a final RMSNorm precedes the
@@ -46,15 +51,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from seqgap.errors import SeqgapError
-from seqgap.models.base import SequenceModel, StateSize
+from seqgap.models.base import ModelSpec, SequenceModel, StateSize
 from seqgap.models.embeddings import TokenEmbedding
-from seqgap.models.registry import build_model, get_spec, register_model
 from seqgap.models.transformer import Block, RMSNorm
 
 
@@ -62,7 +66,7 @@ from seqgap.models.transformer import Block, RMSNorm
 class HybridConfig:
     d_model: int = 64
     n_layers: int = 4  # recurrent layers in all (the attention layer is extra)
-    rnn: str = "mamba"  # any registered recurrent model with features/features_step: mamba, lstm, dense-ssm
+    rnn: str = "mamba"  # any registered recurrent model with the features interface: mamba, lstm, dense-ssm
     attn_position: int | None = None  # recurrent layers before the attention layer; None: all (attention last)
     n_heads: int = 4
     d_ff: int | None = None  # attention block's MLP width; None: 4 * d_model
@@ -129,22 +133,37 @@ def _segment_prefill(seg, x: torch.Tensor):  # (B, T, D) -> ((B, T, D), state af
     return torch.stack(ys, 1), state
 
 
-def _sizes() -> dict[str, dict]:
-    return {
-        "tiny": dict(d_model=64, n_layers=2),
-        "small": dict(d_model=64, n_layers=4),
-        "0.5M": dict(d_model=64, n_layers=12, d_ff=256),
-        "1M": dict(d_model=96, n_layers=12, d_ff=384),
-        "2M": dict(d_model=144, n_layers=12, d_ff=576),
-    }
+SIZES = {
+    "tiny": dict(d_model=64, n_layers=2),
+    "small": dict(d_model=64, n_layers=4),
+    "0.5M": dict(d_model=64, n_layers=12, d_ff=256),
+    "1M": dict(d_model=96, n_layers=12, d_ff=384),
+    "2M": dict(d_model=144, n_layers=12, d_ff=576),
+}
+HELP = "RNN stack (mamba/lstm/dense-ssm) + one causal attention layer, W's Hybrid"
+
+# what an RNN must implement (override) to sit inside the hybrid (seqgap.models.base)
+FEATURES_INTERFACE = ("features", "features_step", "init_state")
 
 
-@register_model("hybrid", config=HybridConfig, sizes=_sizes(), recurrent=False,
-                help="RNN stack (mamba/lstm/dense-ssm) + one causal attention layer, W's Hybrid")
+def missing_features_interface(model) -> list[str]:
+    """The parts of the features interface that ``model`` lacks (empty: it can sit in a hybrid)."""
+    missing = [name for name in FEATURES_INTERFACE
+               if getattr(type(model), name, None) in (None, getattr(SequenceModel, name))]
+    if not isinstance(getattr(model, "emb", None), nn.Module):
+        missing.append("emb")
+    return missing
+
+
 class Hybrid(SequenceModel):
-    """Hybrid language model: embedding -> RNN -> one attention layer -> RNN -> head."""
+    """Hybrid language model: embedding -> RNN -> one attention layer -> RNN -> head.
 
-    def __init__(self, config: HybridConfig, vocab_size: int, max_len: int):
+    ``rnn`` is the registry's spec of ``config.rnn`` and ``build`` the registry's
+    ``build_model``, with which the RNN segments are made (``build_model("hybrid", ...)``
+    passes both)."""
+
+    def __init__(self, config: HybridConfig, vocab_size: int, max_len: int, rnn: ModelSpec,
+                 build: Callable[..., SequenceModel]):
         super().__init__()
         c = config
         self.config, self.vocab_size, self.max_len = c, vocab_size, max_len
@@ -153,25 +172,29 @@ class Hybrid(SequenceModel):
             raise ValueError(f"attn_position must be in 0..n_layers={c.n_layers}, got {c.attn_position}")
         if c.rnn == "hybrid":
             raise ValueError("rnn cannot be 'hybrid'")
-        spec = get_spec(c.rnn)
-        if not spec.recurrent or not hasattr(spec.cls, "features_step"):
-            raise ValueError(f"rnn must be a recurrent model with features/features_step, got {c.rnn!r}")
+        if not rnn.recurrent:
+            raise ValueError(f"rnn must be a recurrent model (fixed-size state), got {c.rnn!r}")
         self.emb = TokenEmbedding(vocab_size, c.d_model, frozen=c.frozen_embeddings)
-        self.before = self._segment(n_before, vocab_size, max_len)
+        self.before = self._segment(build, n_before, vocab_size, max_len)
         self.attn = Block(c.d_model, c.n_heads, c.d_ff, c.attn_flavor, max_len)
-        self.after = self._segment(c.n_layers - n_before, vocab_size, max_len)
+        self.after = self._segment(build, c.n_layers - n_before, vocab_size, max_len)
         self.norm = RMSNorm(c.d_model) if self.after is None else None
 
-    def _segment(self, n_layers: int, vocab_size: int, max_len: int):
-        """An RNN model of ``n_layers`` used through features/features_step only (or None)."""
+    def _segment(self, build, n_layers: int, vocab_size: int, max_len: int):
+        """An RNN model of ``n_layers`` used through the features interface only (or None)."""
         if n_layers == 0:
             return None
         options = _parse_options(self.config.rnn_options)
         for key in ("d_model", "n_layers", "frozen_embeddings"):
             if key in options:
                 raise SeqgapError(f"hybrid: set {key} on the hybrid, not in rnn_options")
-        model = build_model(self.config.rnn, vocab_size=vocab_size, max_len=max_len,
-                            d_model=self.config.d_model, n_layers=n_layers, **options)
+        model = build(self.config.rnn, vocab_size=vocab_size, max_len=max_len,
+                      d_model=self.config.d_model, n_layers=n_layers, **options)
+        missing = missing_features_interface(model)
+        if missing:
+            raise SeqgapError(f"hybrid: rnn {self.config.rnn!r} ({type(model).__name__}) lacks {', '.join(missing)}: "
+                              "a model inside hybrid implements features, features_step and init_state "
+                              "and keeps its embedding in emb (see seqgap.models.base)")
         del model.emb  # the hybrid embeds and reads out itself: no unused parameters
         return model
 
@@ -201,9 +224,6 @@ class Hybrid(SequenceModel):
             x = self.norm(x)
         return x, HybridState(state.pos + 1, before, cache, after)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, V)
-        return self.emb.logits(self.features(self.emb(tokens)))
-
     def prefill(self, tokens: torch.Tensor):  # (B, T) -> (logits (B, T, V), state after the last token)
         """A prompt in one pass for the RNN segments that can (Mamba), stepping the rest (generation)."""
         Bn, T = tokens.shape
@@ -221,10 +241,6 @@ class Hybrid(SequenceModel):
         else:
             x = self.norm(x)
         return self.emb.logits(x), HybridState(T, before, cache, after)
-
-    def step(self, tokens: torch.Tensor, state: HybridState):  # (B,) -> ((B, V), state)
-        y, state = self.features_step(self.emb(tokens), state)
-        return self.emb.logits(y), state
 
     def state_size(self) -> HybridStateSize:
         fixed = sum(seg.state_size().floats for seg in (self.before, self.after) if seg is not None)

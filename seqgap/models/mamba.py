@@ -36,20 +36,17 @@ elementwise passes (exp, outer products, reductions) that every form needs, so
 what matters is keeping them in cache (chunk 4-8 beat 16 and 32; whole-sequence
 tensors were 2x slower still).
 
-Speed (the 0.5M model, d64 x 16 layers, batch 64 x 128 tokens, forward +
-backward + Adam, fp32), measured on the shared 2-core machine:
+Speed against the pure-PyTorch ``mambapy`` package (tokens/s and peak memory,
+same configuration): docs/performance.md.  With 2 threads and OpenMP's default
+spin-waiting, an oversubscribed machine collapses this (and any many-small-ops)
+training: ``OMP_WAIT_POLICY=PASSIVE`` in the environment, or 1 thread, avoids that.
 
-* lightly loaded (load ~2): 5,300 tokens/s on 2 threads; the pure-PyTorch
-  ``mambapy`` package is quoted at ~355 tokens/s there (15x);
-* heavily loaded (load 5-7, other people's jobs), same conditions for both:
-  1,400-1,560 tokens/s on 1 thread against mambapy's 242; 1,200 against 238
-  on 2 threads with OMP_WAIT_POLICY=PASSIVE (5-6x: these memory-bound ops
-  suffer more from sharing the cores than mambapy's big tensors do);
-* peak RSS 1.6 GB (1.3 GB above the process baseline; mambapy 5.9-6.2 GB).
-
-With 2 threads and OpenMP's default spin-waiting, an oversubscribed machine
-collapses this (and any many-small-ops) training to ~100-300 tokens/s:
-``OMP_WAIT_POLICY=PASSIVE`` in the environment, or 1 thread, avoids that.
+Initialisation follows the reference implementation (state-spaces/mamba,
+``mamba_ssm/models/mixer_seq_simple.py: _init_weights``, and ``Mamba.__init__``
+in ``mamba_ssm/modules/mamba_simple.py``): S4D-real A, log-uniform step sizes
+through the ``dt_proj`` bias, and each layer's ``out_proj`` divided by
+sqrt(n_layers) (``rescale_prenorm_residual``, one residual per layer).  ``A_log``
+and ``D`` get no weight decay (the reference's ``_no_weight_decay``).
 
 Named sizes (parameters without embeddings/head; add ``2 * vocab * d_model``
 for untied learned embeddings).  Depth stays at W's 16 layers; 1M and 2M grow
@@ -79,7 +76,6 @@ from torch import nn
 
 from seqgap.models.base import SequenceModel, StateSize
 from seqgap.models.embeddings import TokenEmbedding
-from seqgap.models.registry import register_model
 from seqgap.models.transformer import RMSNorm
 
 
@@ -89,11 +85,11 @@ from seqgap.models.transformer import RMSNorm
 def selective_scan_ref(u, delta, A, B, C, h0=None):
     """Naive selective scan, one time step at a time (the oracle for the tests).
 
-    u, delta: (Bt, T, Di); A: (Di, N); B, C: (Bt, T, N); h0: (Bt, Di, N) or None.
-    Returns y (Bt, T, Di) with y_t = C_t . h_t, and the final state h_T (Bt, Di, N).
+    u, delta: (Bt, T, Di); A: (Di, N), or (Bt, Di, N) one per sequence; B, C: (Bt, T, N);
+    h0: (Bt, Di, N) or None.  Returns y (Bt, T, Di) with y_t = C_t . h_t, and the final state h_T (Bt, Di, N).
     """
     Bt, T, Di = u.shape
-    h = u.new_zeros(Bt, Di, A.shape[1]) if h0 is None else h0
+    h = u.new_zeros(Bt, Di, A.shape[-1]) if h0 is None else h0
     ys = []
     for t in range(T):
         a = torch.exp(delta[:, t, :, None] * A)  # (Bt, Di, N)
@@ -105,8 +101,8 @@ def selective_scan_ref(u, delta, A, B, C, h0=None):
 def _chunk_states(delta, du, A, B, h0, a, hs):
     """States of one chunk, written into the work buffers ``a`` and ``hs``.
 
-    delta, du: (K, Bt, Di) (du = delta * u); B: (K, Bt, N); h0: (Bt, Di, N), the
-    state before the chunk.  Fills a[k] = exp(delta_k A) and hs[k] = h_k, both (K, Bt, Di, N).
+    delta, du: (K, Bt, Di) (du = delta * u); A: (Di, N) or (Bt, Di, N); B: (K, Bt, N);
+    h0: (Bt, Di, N), the state before the chunk.  Fills a[k] = exp(delta_k A) and hs[k] = h_k, both (K, Bt, Di, N).
     """
     torch.mul(delta[..., None], A, out=a)  # (K, Bt, Di, N)
     a.exp_()
@@ -117,13 +113,20 @@ def _chunk_states(delta, du, A, B, h0, a, hs):
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """Chunked selective scan, time-major layout; see the module docstring."""
+    """Chunked selective scan, time-major layout; see the module docstring.
+
+    In the ``setup_context`` style with a ``vmap`` rule, so that ``torch.func.vmap`` traces it
+    (an ensemble of stacked members): the rule folds the vmapped dimension into the batch and
+    runs one scan for all members, each member's A repeated over its sequences -- which is why
+    A may also be (Bt, Di, N), one per sequence.  The chunk checkpoints are a third output
+    (not differentiable) because that style saves for the backward only inputs and outputs."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, h0, chunk: int):
-        # u, delta: (T, Bt, Di); A: (Di, N); B, C: (T, Bt, N); h0: (Bt, Di, N)
+    @torch.no_grad()  # as under plain autograd; a functorch grad transform calls it with grad mode on
+    def forward(u, delta, A, B, C, h0, chunk: int):
+        # u, delta: (T, Bt, Di); A: (Di, N) or (Bt, Di, N); B, C: (T, Bt, N); h0: (Bt, Di, N)
         T, Bt, Di = u.shape
-        N = A.shape[1]
+        N = A.shape[-1]
         K = min(chunk, T)
         n_chunks = -(-T // K)
         du = delta * u  # (T, Bt, Di)
@@ -140,23 +143,58 @@ class _SelectiveScan(torch.autograd.Function):
             if c + 1 < n_chunks:
                 ckpt[c + 1].copy_(hs[k - 1])
         hT = hs[T - (n_chunks - 1) * K - 1].clone()
-        ctx.save_for_backward(u, delta, A, B, C, ckpt)
-        ctx.chunk = K
-        return y, hT
+        return y, hT, ckpt
 
     @staticmethod
-    def backward(ctx, dy, dhT):
+    def setup_context(ctx, inputs, output):
+        u, delta, A, B, C, h0, chunk = inputs
+        ckpt = output[2]
+        ctx.mark_non_differentiable(ckpt)
+        ctx.save_for_backward(u, delta, A, B, C, ckpt)
+        ctx.chunk = min(chunk, u.shape[0])
+
+    @staticmethod
+    def vmap(info, in_dims, u, delta, A, B, C, h0, chunk):
+        E = info.batch_size
+
+        def first(t, dim):  # the vmapped dimension first: (E, ...)
+            return t.expand(E, *t.shape) if dim is None else t.movedim(dim, 0)
+
+        def fold(t, dim):  # time-major (E, T, Bt, .) -> (T, E * Bt, .): members become sequences
+            t = first(t, dim)
+            return t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[-1])
+
+        u_, delta_ = fold(u, in_dims[0]), fold(delta, in_dims[1])  # (T, E Bt, Di)
+        B_, C_ = fold(B, in_dims[3]), fold(C, in_dims[4])  # (T, E Bt, N)
+        Bt = u_.shape[1] // E
+        h0_ = first(h0, in_dims[5])
+        h0_ = h0_.reshape(E * Bt, *h0_.shape[-2:])  # (E Bt, Di, N)
+        if in_dims[2] is None and A.dim() == 2:
+            A_ = A  # one A for everything
+        else:  # one A per (member, sequence): (E Bt, Di, N)
+            A_ = first(A, in_dims[2])
+            A_ = (A_[:, None] if A_.dim() == 3 else A_).expand(E, Bt, *A_.shape[-2:]).reshape(E * Bt, *A_.shape[-2:])
+        y, hT, ckpt = _SelectiveScan.apply(u_, delta_, A_, B_, C_, h0_, chunk)
+        T, Di = y.shape[0], y.shape[-1]
+        # back to one slice per member: y (T, E, Bt, Di), hT (E, Bt, Di, N), ckpt (chunks, E, Bt, Di, N)
+        outputs = y.view(T, E, Bt, Di), hT.view(E, Bt, *hT.shape[1:]), ckpt.view(ckpt.shape[0], E, Bt, *ckpt.shape[2:])
+        return outputs, (1, 0, 1)
+
+    @staticmethod
+    @torch.no_grad()  # first-order only (out= buffers); a functorch grad transform runs it with grad mode on
+    def backward(ctx, dy, dhT, _dckpt):
         u, delta, A, B, C, ckpt = ctx.saved_tensors
         K = ctx.chunk
         T, Bt, Di = u.shape
-        N = A.shape[1]
+        N = A.shape[-1]
         n_chunks = ckpt.shape[0]
         dy = dy.contiguous()
         du = delta * u
         d_du = u.new_empty(T, Bt, Di)  # dL/d(delta * u)
         d_logA = u.new_empty(T, Bt, Di)  # dL/ddelta through the decay exp(delta A)
         dB, dC = u.new_empty(T, Bt, N), u.new_empty(T, Bt, N)
-        dA = A.new_zeros(Di, N)
+        dA = A.new_zeros(A.shape)
+        sum_dims = (0, 1) if A.dim() == 2 else 0  # A shared by the batch, or one per sequence
         a, hs, G, tmp = (u.new_empty(K, Bt, Di, N) for _ in range(4))
         g = dhT.clone() if dhT is not None else u.new_zeros(Bt, Di, N)  # dL/dh at the chunk's end, from later steps
         for c in reversed(range(n_chunks)):
@@ -184,7 +222,7 @@ class _SelectiveScan(torch.autograd.Function):
             torch.mul(q, A, out=tmp_)
             torch.sum(tmp_, -1, out=d_logA[t0:t1])  # dL/ddelta_k = sum_n q_k A
             torch.mul(q, delta[t0:t1, :, :, None], out=tmp_)
-            dA += tmp_.sum((0, 1))  # dL/dA = sum_{t, b} q delta
+            dA += tmp_.sum(sum_dims)  # dL/dA = sum_{t (, b)} q delta
         ddelta = d_logA.addcmul_(d_du, u)
         dU = d_du.mul_(delta)
         return dU, ddelta, dA, dB, dC, g, None
@@ -192,12 +230,13 @@ class _SelectiveScan(torch.autograd.Function):
 
 def selective_scan_tm(u, delta, A, B, C, h0=None, chunk: int = 8):
     """Fast selective scan on time-major tensors: u, delta (T, Bt, Di); B, C (T, Bt, N);
-    A (Di, N); h0 (Bt, Di, N) or None (zeros).  Returns y (T, Bt, Di) and h_T (Bt, Di, N)."""
+    A (Di, N) or (Bt, Di, N); h0 (Bt, Di, N) or None (zeros).  Returns y (T, Bt, Di) and h_T (Bt, Di, N)."""
     if h0 is None:
-        h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[1])
+        h0 = u.new_zeros(u.shape[1], u.shape[2], A.shape[-1])
     if u.shape[0] == 0:  # an empty sequence: nothing to scan
         return u.new_zeros(u.shape), h0
-    return _SelectiveScan.apply(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), h0, chunk)
+    y, hT, _ = _SelectiveScan.apply(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(), h0, chunk)
+    return y, hT
 
 
 def selective_scan(u, delta, A, B, C, h0=None, chunk: int = 8):
@@ -231,6 +270,8 @@ class MambaMixer(nn.Module):
     depthwise conv is ``d_conv`` shifted multiply-adds over contiguous time slices
     (faster on CPU than a grouped Conv1d and its two transposes).
     """
+
+    NO_WEIGHT_DECAY = ("A_log", "D")  # as the reference's `_no_weight_decay` (see SequenceModel.no_weight_decay)
 
     def __init__(self, c: MambaConfig):
         super().__init__()
@@ -326,18 +367,16 @@ class MambaLayer(nn.Module):
         return x + y, state
 
 
-def _sizes() -> dict[str, dict]:
-    return {
-        "tiny": dict(d_model=64, n_layers=2),
-        "small": dict(d_model=64, n_layers=4),
-        "0.5M": dict(d_model=64, n_layers=16),
-        "1M": dict(d_model=92, n_layers=16),
-        "2M": dict(d_model=132, n_layers=16),
-    }
+SIZES = {
+    "tiny": dict(d_model=64, n_layers=2),
+    "small": dict(d_model=64, n_layers=4),
+    "0.5M": dict(d_model=64, n_layers=16),
+    "1M": dict(d_model=92, n_layers=16),
+    "2M": dict(d_model=132, n_layers=16),
+}
+HELP = "Mamba selective state-space model (pure PyTorch, chunked CPU scan), W's RNN"
 
 
-@register_model("mamba", config=MambaConfig, sizes=_sizes(), recurrent=True,
-                help="Mamba selective state-space model (pure PyTorch, chunked CPU scan), W's RNN")
 class Mamba(SequenceModel):
     """Mamba language model: embedding -> Mamba layers -> RMSNorm -> head."""
 
@@ -348,6 +387,13 @@ class Mamba(SequenceModel):
         self.emb = TokenEmbedding(vocab_size, c.d_model, frozen=c.frozen_embeddings)
         self.layers = nn.ModuleList(MambaLayer(c) for _ in range(c.n_layers))
         self.norm_f = RMSNorm(c.d_model)
+        # The reference's rescale_prenorm_residual (mamba_ssm/models/mixer_seq_simple.py, _init_weights,
+        # n_residuals_per_layer=1): each layer adds out_proj(...) to the residual stream, so its
+        # default (kaiming-uniform) weight is divided by sqrt(n_layers) to keep the stream's variance
+        # independent of depth (GPT-2's scheme, one residual branch per layer).
+        with torch.no_grad():
+            for layer in self.layers:
+                layer.mixer.out_proj.weight.div_(math.sqrt(c.n_layers))
 
     def features(self, x: torch.Tensor, scan: str = "fast") -> torch.Tensor:  # (B, T, D) -> (B, T, D)
         x = x.transpose(0, 1).contiguous()  # time-major inside, see MambaMixer
@@ -379,10 +425,6 @@ class Mamba(SequenceModel):
 
     def prefill(self, tokens: torch.Tensor):  # (B, T) -> (logits (B, T, V), state after token T-1)
         y, state = self.features_with_state(self.emb(tokens))
-        return self.emb.logits(y), state
-
-    def step(self, tokens: torch.Tensor, state: list):  # (B,) -> ((B, V), state)
-        y, state = self.features_step(self.emb(tokens), state)
         return self.emb.logits(y), state
 
     def state_size(self) -> StateSize:

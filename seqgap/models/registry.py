@@ -1,19 +1,23 @@
-"""Model registry: a CLI name -> (config dataclass, builder, named sizes).
+"""Model registry: a CLI name -> :class:`ModelSpec` (class, config dataclass, named sizes).
 
-Register a model with::
-
-    @register_model("lstm", config=LSTMConfig, sizes={"tiny": dict(d_model=64), ...})
-    class LSTMModel(SequenceModel):
-        def __init__(self, config: LSTMConfig, vocab_size: int, max_len: int): ...
-
-and build it with ``build_model("lstm", vocab_size=..., max_len=..., size="tiny", d_model=128)``:
-named size first, explicit numbers override it.  Every model constructor takes
+The built-in models are one explicit table, :data:`BUILTIN_MODELS`, built here from
+the model files (which know nothing of the registry: each defines its config
+dataclass, its class, ``SIZES`` and ``HELP``).  Build a model with
+``build_model("lstm", vocab_size=..., max_len=..., size="tiny", d_model=128)``: named
+size first, explicit numbers override it.  Every model constructor takes
 ``(config, vocab_size, max_len)``; ``max_len`` is the longest sequence the model
 will ever see (models with learned absolute positions allocate that many).
 
-User models plug in the same way, from a module path or file
-(``load_plugin("mypkg.mymodel")`` / ``load_plugin("path/to/model.py")``) or from
-the ``seqgap.models`` entry-point group.
+User models go into a separate plugin table, with::
+
+    @register_model("mine", config=MyConfig, sizes={"tiny": dict(d_model=64), ...})
+    class Mine(SequenceModel):
+        def __init__(self, config: MyConfig, vocab_size: int, max_len: int): ...
+
+from a module path or file (``load_plugin("mypkg.mymodel")`` /
+``load_plugin("path/to/model.py")``) or from the ``seqgap.models`` entry-point
+group (loaded on the first look-up).  A plugin cannot take a built-in name.
+:data:`MODELS` is a read-only view of both tables.
 """
 from __future__ import annotations
 
@@ -21,40 +25,69 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from types import MappingProxyType
+from typing import Any
 
 from seqgap.errors import SeqgapError
+from seqgap.models import dense_ssm, hybrid, lstm, mamba, transformer
+from seqgap.models.base import ModelSpec
 
 
-@dataclass
-class ModelSpec:
-    name: str
-    cls: Callable[..., Any]
-    config: type
-    sizes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    help: str = ""
-    recurrent: bool = True  # fixed-size state (an "RNN" in W's sense)
+def _build_hybrid(config: hybrid.HybridConfig, vocab_size: int, max_len: int) -> hybrid.Hybrid:
+    # the hybrid composes another registered model: it gets that model's spec and the builder
+    return hybrid.Hybrid(config, vocab_size, max_len, rnn=get_spec(config.rnn), build=build_model)
 
 
-MODELS: dict[str, ModelSpec] = {}
+BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in (
+    ModelSpec("transformer", transformer.Transformer, transformer.TransformerConfig, transformer.SIZES,
+              transformer.HELP, recurrent=False),
+    ModelSpec("llama", transformer.Transformer, transformer.LlamaConfig, transformer.LLAMA_SIZES,
+              transformer.LLAMA_HELP, recurrent=False),
+    ModelSpec("lstm", lstm.LSTMModel, lstm.LSTMConfig, lstm.SIZES, lstm.HELP, recurrent=True),
+    ModelSpec("dense-ssm", dense_ssm.DenseSSM, dense_ssm.DenseSSMConfig, dense_ssm.SIZES, dense_ssm.HELP,
+              recurrent=True),
+    ModelSpec("mamba", mamba.Mamba, mamba.MambaConfig, mamba.SIZES, mamba.HELP, recurrent=True),
+    ModelSpec("hybrid", hybrid.Hybrid, hybrid.HybridConfig, hybrid.SIZES, hybrid.HELP, recurrent=False,
+              build=_build_hybrid),
+)})
+
+_PLUGINS: dict[str, ModelSpec] = {}  # filled by register_model (plugin files and entry points)
 
 
 def register_model(name: str, config: type, sizes: dict[str, dict[str, Any]] | None = None,
                    help: str = "", recurrent: bool = True):
+    """Class decorator: add a user model to the plugin table under ``name``."""
+    if name in BUILTIN_MODELS:
+        raise SeqgapError(f"cannot register model {name!r}: that is a built-in model's name; choose another")
+
     def deco(cls):
-        MODELS[name] = ModelSpec(name, cls, config, dict(sizes or {}), help or (cls.__doc__ or "").strip().split("\n")[0], recurrent)
+        doc = help or (cls.__doc__ or "").strip().split("\n")[0]
+        _PLUGINS[name] = ModelSpec(name, cls, config, dict(sizes or {}), doc, recurrent)
         return cls
 
     return deco
 
 
-def _populate() -> None:
-    import seqgap.models  # noqa: F401  (imports every built-in model file)
+class _ModelTable(Mapping):
+    """Read-only view of the built-in models and the registered plugins (entry points loaded first)."""
 
-    _load_entry_points()
+    def _all(self) -> dict[str, ModelSpec]:
+        _load_entry_points()
+        return {**BUILTIN_MODELS, **_PLUGINS}
 
+    def __getitem__(self, name: str) -> ModelSpec:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+MODELS: Mapping[str, ModelSpec] = _ModelTable()
 
 _ENTRY_POINTS_LOADED = False
 
@@ -93,10 +126,10 @@ def load_plugin(target: str) -> None:
 
 
 def get_spec(name: str) -> ModelSpec:
-    _populate()
-    if name not in MODELS:
-        raise SeqgapError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name]
+    models = MODELS
+    if name not in models:
+        raise SeqgapError(f"unknown model {name!r}; known models: {', '.join(sorted(models))}")
+    return models[name]
 
 
 def make_config(name: str, size: str | None = None, **overrides: Any):
@@ -133,14 +166,8 @@ def build_model(name: str, vocab_size: int, max_len: int, size: str | None = Non
     elif isinstance(config, dict):
         config = make_config(name, None, **config)
     try:
-        model = spec.cls(config, vocab_size, max_len)
+        return (spec.build or spec.cls)(config, vocab_size, max_len)
     except SeqgapError:
         raise
     except (ValueError, AssertionError) as e:
         raise SeqgapError(f"model {name}: {e}") from None
-    model.model_name = name
-    return model
-
-
-def config_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -71,3 +71,11 @@ def _finish(fig, ax, ylabel: str, title: str, path: Path, legend_size: int, grid
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def relink_part(md: str, sub: str) -> str:
+    """A part's report inside a larger one: its image links point into its subfolder, its title demoted."""
+    import re
+
+    md = re.sub(r"\]\(([^)]+\.png)\)", lambda m: f"]({sub}/{m.group(1)})", md)
+    return md.replace("\n# ", "\n## ").replace("# ", "## ", 1)

@@ -66,7 +66,7 @@ def capacity_rows(records: Sequence[dict], threshold: float) -> list[dict[str, A
         per_token = bool(rs[0]["state_per_token"])
         tokens_at_largest = None
         if per_token and largest is not None:
-            from seqgap.tasks.base import make_task
+            from seqgap.tasks.catalog import make_task
 
             tokens_at_largest = make_task(task, alphabet=64 if largest <= 64 else largest).max_tokens(largest)
         out.append({"task": task, "model": model, "size": size, "n_params": rs[0]["n_params"],

@@ -12,6 +12,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from seqgap.report.figures import line_plot, md_table
+from seqgap.tasks.catalog import TASKS
+
+
+def state_size(cell) -> Any:
+    """A cell's state-space size (m, k, ...), through its task's own ``size_param``."""
+    cls = TASKS.get(cell.task)
+    return cls.size_of(cell.task_params) if cls is not None else None
+
+
+def size_header(cells) -> str:
+    """The column name for the state-space size: the tasks' own option name (m, k, ...)."""
+    names = {TASKS[c.task].size_param for c in cells if c.task in TASKS and TASKS[c.task].size_param}
+    return "/".join(sorted(names)) or "size"
 
 
 def _n_point(x, r) -> tuple:
@@ -38,25 +51,25 @@ def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) 
     by_row: dict[tuple, dict[int, str]] = defaultdict(dict)
     Ls = sorted({r.cell.max_length for r in results})
     for r in results:
-        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        m = state_size(r.cell)
         by_row[(r.cell.model, r.cell.format, m)][r.cell.max_length] = r.search.label()
     rows = [[mod, fmt, str(m)] + [by_row[(mod, fmt, m)].get(L, "") for L in Ls]
             for (mod, fmt, m) in sorted(by_row, key=lambda k: (k[1], k[0], str(k[2])))]
-    lines += md_table(["model", "format", "m", *[f"L={L}" for L in Ls]], rows)
+    lines += md_table(["model", "format", size_header(r.cell for r in results), *[f"L={L}" for L in Ls]], rows)
     lines.append("")
 
     # figures: N* vs L per model (one panel line per model/format), N* vs m
     series_L: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     series_m: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
     for r in results:
-        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        m = state_size(r.cell)
         series_L[f"{r.cell.model} / {r.cell.format} / m={m}"].append(_n_point(r.cell.max_length, r))
         series_m[f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}"].append(_n_point(m, r))
     if Ls:
         line_plot(series_L, "max length L", "N* (log)", "Sample complexity vs length", out / "nstar_vs_length.png",
                   logy=True, cap=settings.n_max)
         lines.append("![N* vs L](nstar_vs_length.png)")
-    if len({r.cell.task_params.get("m") for r in results}) > 1:
+    if len({state_size(r.cell) for r in results}) > 1:
         line_plot(series_m, "m (state-space size)", "N* (log)", "Sample complexity vs m", out / "nstar_vs_m.png",
                   logy=True, cap=settings.n_max)
         lines.append("![N* vs m](nstar_vs_m.png)")
@@ -122,11 +135,11 @@ def write_sharing_report(rows, settings, out: Path) -> str:
              "(some fixed-length cell failed at its cap and counts as the cap).", ""]
     table = []
     for base, k, _ in rows:
-        m = base.task_params.get("m", base.task_params.get("k"))
+        m = state_size(base)
         per = ", ".join(f"{n}:{'>' + str(_cap(rows, base, n)) if v is None else v}" for n, v in k.per_length.items())
         table.append([base.model, base.format, str(m), str(base.max_length), k.label(),
                       "fail" if k.joint is None else f"{k.joint:,}", per])
-    lines += md_table(["model", "format", "m", "L", "kappa", "N*_joint", "N*_n (n:N*)"], table)
+    lines += md_table(["model", "format", size_header(b for b, _, _ in rows), "L", "kappa", "N*_joint", "N*_n (n:N*)"], table)
     series = defaultdict(list)
     for base, k, _ in rows:
         if k.value is not None:
@@ -162,12 +175,12 @@ def write_length_gen_report(results, out: Path) -> str:
              "generation.", ""]
     table = []
     for r in results:
-        m = r.cell.task_params.get("m", r.cell.task_params.get("k"))
+        m = state_size(r.cell)
         note = "learned abs. positions: untrained beyond training length" if r.learned_positions else ""
         table.append([r.cell.model, r.cell.format, str(m), str(r.cell.max_length), f"{r.n_train:,}",
                       f"{r.best_val_loss:.2g}", f"{r.curve.get(r.cell.max_length, float('nan')):.2f}",
                       f"{r.at_2L:.2f}", note])
-    lines += md_table(["model", "format", "m", "L", "N", "final val loss", "acc@L (norm)", "acc@2L (norm)", "note"], table)
+    lines += md_table(["model", "format", size_header(r.cell for r in results), "L", "N", "final val loss", "acc@L (norm)", "acc@2L (norm)", "note"], table)
     series = {f"{r.cell.model} / {r.cell.format} / L={r.cell.max_length}":
               sorted((k / r.cell.max_length, v) for k, v in r.curve.items()) for r in results}
     line_plot(series, "evaluation length / training length", "normalized accuracy", "Length generalisation",

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib
 
+# every study has these presets ("quick": a 2-core laptop; "paper": the published protocol)
+PRESET_CHOICES = ("quick", "paper")
+
 STUDY_MODULES = [
     "seqgap.studies.sample_complexity",
     "seqgap.studies.sharing",
@@ -16,7 +19,21 @@ STUDY_MODULES = [
 ]
 
 
+def study_parser(study) -> "argparse.ArgumentParser":
+    """A stand-alone parser of one study's options (with the shared ones), e.g. for its defaults."""
+    import argparse
+
+    from seqgap.options import shared_parser
+
+    parser = argparse.ArgumentParser(prog=f"seqgap study {study.NAME}", parents=[shared_parser(PRESET_CHOICES)])
+    study.add_arguments(parser)
+    return parser
+
+
 def add_study_parsers(sub) -> None:
+    from seqgap.options import shared_parser
+
+    shared = shared_parser(PRESET_CHOICES)
     p = sub.add_parser("study", help="run a study (sample-complexity, sharing, length-generalization, retrieval-gap)")
     study_sub = p.add_subparsers(dest="study", metavar="STUDY")
     for modname in STUDY_MODULES:
@@ -26,7 +43,7 @@ def add_study_parsers(sub) -> None:
             if e.name == modname:  # not written yet
                 continue
             raise
-        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP)
+        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[shared])
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.main)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

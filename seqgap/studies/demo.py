@@ -31,10 +31,9 @@ def demo_cells() -> list[Cell]:
             for model, size in DEMO_MODELS.items() for L in DEMO_LENGTHS]
 
 
-def run_demo(out: str = "seqgap_demo", store_path: str | None = None, minutes: float | None = None,
-             workers: int | None = None) -> int:
+def run_demo(out: str = "seqgap_demo", store_path: str | None = None, workers: int | None = None) -> int:
     from seqgap.report.state_tracking import write_length_gen_report, write_sample_complexity_report
-    from seqgap.studies.induction_bias import _relink
+    from seqgap.report.figures import relink_part
     from seqgap.studies.length_gen import length_gen_cell
     from seqgap.sweep.local import run_jobs
 
@@ -55,7 +54,7 @@ def run_demo(out: str = "seqgap_demo", store_path: str | None = None, minutes: f
     md_lg = write_length_gen_report(lg, out_dir / "length_generalization")
     report = ["# seqgap demo", "", f"Wall time {time.perf_counter() - t0:.0f} s. Reports: "
               f"`{out_dir / 'sample_complexity' / 'summary.md'}`, `{out_dir / 'length_generalization' / 'summary.md'}`.",
-              "", _relink(md, "sample_complexity"), _relink(md_lg, "length_generalization")]
+              "", relink_part(md, "sample_complexity"), relink_part(md_lg, "length_generalization")]
     (out_dir / "README.md").write_text("\n".join(report))
     print("\n".join(report))
     return 0

@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from seqgap.report.figures import relink_part
+from seqgap.report.state_tracking import state_size
+
 NAME = "induction-bias"
 HELP = "study E end to end (N*, kappa, length generalisation) with a findings check"
 
@@ -28,26 +31,29 @@ RNNS = ("lstm", "dense-ssm")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--preset", choices=["quick", "paper"], default="quick")
-    p.add_argument("--workers", type=int, help="parallel cells (default: all cores)")
-    p.add_argument("--store", help="run store path")
-    p.add_argument("--out", help="report directory (default seqgap_out/induction_bias_<preset>)")
-    p.add_argument("--device", default="cpu")
+    g = p.add_argument_group("models (default: the preset's)")
+    g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm (a plugin model by its name)")
+    g.add_argument("--size", help="named size for every model")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option for every model")
 
 
-def _sub_args(study, preset, store, workers, out, device) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    study.add_arguments(parser)
-    argv = ["--preset", preset, "--out", str(out), "--device", device]
-    if store:
-        argv += ["--store", store]
-    if workers:
-        argv += ["--workers", str(workers)]
-    return parser.parse_args(argv)
+# options of this study that each part receives as they are
+_PASSED = ("preset", "store", "workers", "device", "threads", "plugin", "model", "size", "model_opt")
+
+
+def _part_args(study, args, out: Path) -> argparse.Namespace:
+    """The part's own options at their defaults, with this study's shared options (no argv strings)."""
+    from seqgap.studies import study_parser
+
+    ns = study_parser(study).parse_args([])
+    for name in _PASSED:
+        setattr(ns, name, getattr(args, name, None))
+    ns.out = str(out)
+    return ns
 
 
 def _m(r):
-    return r.cell.task_params.get("m", r.cell.task_params.get("k"))
+    return state_size(r.cell)
 
 
 def _nstar(results, model, fmt, L, m=None):
@@ -166,21 +172,20 @@ def main(args) -> int:
 
     # each part's own plan(): the same cells and preset defaults as running that study alone
     # 1) sample complexity
-    cells, settings = sample_complexity.plan(_sub_args(sample_complexity, args.preset, store, args.workers,
-                                                       out / "sample_complexity", args.device))
+    args.store = store
+    cells, settings = sample_complexity.plan(_part_args(sample_complexity, args, out / "sample_complexity"))
     log(f"[1/3] sample complexity: {len(cells)} cells")
     sc = [r for r in sample_complexity.search_cells(cells, settings, store, args.workers, log=log) if r is not None]
     md1 = write_sample_complexity_report(sc, settings, out / "sample_complexity")
 
     # 2) sharing
-    bases, sh_settings, min_n = sharing.plan(_sub_args(sharing, args.preset, store, args.workers, out / "sharing",
-                                                       args.device))
+    bases, sh_settings, min_n = sharing.plan(_part_args(sharing, args, out / "sharing"))
     log(f"[2/3] sharing: {len(bases)} model/format combinations")
     rows = sharing.compute_kappas(bases, sh_settings, store, args.workers, log=log, min_n=min_n)
     md2 = write_sharing_report(rows, sh_settings, out / "sharing")
 
     # 3) length generalisation
-    lg_args = _sub_args(length_gen, args.preset, store, args.workers, out / "length_generalization", args.device)
+    lg_args = _part_args(length_gen, args, out / "length_generalization")
     lg_cells, lg_settings = length_gen.plan(lg_args)
     log(f"[3/3] length generalisation: {len(lg_cells)} cells")
     lg = length_gen.run_cells(lg_cells, lg_settings, store, args.workers, lg_args.n_eval, log=log)
@@ -194,17 +199,9 @@ def main(args) -> int:
     lines = [f"# Induction bias (study E), preset {args.preset}", "",
              f"Wall time {wall / 60:.1f} min; run store `{store}`.", "", "## Findings (computed from this run)", ""]
     lines += [f"- **{name}: {verdict}.** {detail}" for name, (verdict, detail) in findings]
-    lines += ["", "---", "", _relink(md1, "sample_complexity"), "---", "", _relink(md2, "sharing"), "---", "",
-              _relink(md3, "length_generalization")]
+    lines += ["", "---", "", relink_part(md1, "sample_complexity"), "---", "", relink_part(md2, "sharing"), "---", "",
+              relink_part(md3, "length_generalization")]
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     print(md)
     return 0
-
-
-def _relink(md: str, sub: str) -> str:
-    """Point the part's image links at its subfolder and demote its title."""
-    import re
-
-    md = re.sub(r"\]\(([^)]+\.png)\)", lambda m: f"]({sub}/{m.group(1)})", md)
-    return md.replace("\n# ", "\n## ").replace("# ", "## ", 1)

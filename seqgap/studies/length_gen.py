@@ -91,7 +91,8 @@ def add_arguments(p) -> None:
     add_search_arguments(p)
 
 
-LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "m": [2], "n_max": 2048}, "paper": {"length": [10, 20], "m": None, "n_max": None}}
+LENGTH_GEN_DEFAULTS = {"quick": {"length": [8], "sizes": {"modadd": [2]}, "n_max": 2048},
+                       "paper": {"length": [10, 20], "sizes": {}, "n_max": None}}
 
 
 def plan(args) -> tuple[list[Cell], SearchSettings]:
@@ -101,8 +102,8 @@ def plan(args) -> tuple[list[Cell], SearchSettings]:
     d = LENGTH_GEN_DEFAULTS[args.preset]
     if not args.length:
         axes["lengths"] = d["length"]
-    if not args.m and args.task == "modadd" and d["m"]:
-        axes["ms"] = d["m"]
+    if not args.sizes_axis and args.task in d["sizes"]:
+        axes["sizes_axis"] = d["sizes"][args.task]
     if d["n_max"] and not args.n_max:
         settings = replace(settings, n_max=d["n_max"])
     cells = make_cells(length_dist=args.length_dist, **axes)

@@ -228,7 +228,7 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
 
 
 def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
-    from seqgap.tasks.base import make_task
+    from seqgap.tasks.catalog import make_task
 
     tokens = make_task(cfg.task, **cfg.task_params).max_tokens(cell.n)
     return (cfg.train.steps * cfg.train.batch_size * tokens * _COST_PER_TOKEN.get(cell.model, 1.0)
@@ -315,8 +315,6 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
 # ---- CLI ------------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="quick (~25 min on 2 CPU cores) or paper (W's protocol, for a cluster)")
     g = p.add_argument_group("cells (each option replaces that axis of every preset grid)")
     g.add_argument("--task", help="subset of istree,ar,mqar (default: the preset's)")
     g.add_argument("--model", help="models, e.g. llama,mamba,lstm,hybrid (see `seqgap models`)")
@@ -333,18 +331,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--threshold", type=float, help="'solves n' = per-query accuracy >= this")
     t.add_argument("--frozen-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="W's frozen sinusoidal embeddings tied to the head (paper preset: on; quick: off)")
-    t.add_argument("--device", default="cpu")
     o = p.add_argument_group("execution")
-    o.add_argument("--workers", type=int, help="parallel cells (default: all cores)")
-    o.add_argument("--store", help="run store path (default $SEQGAP_STORE or seqgap_runs/runs.sqlite)")
-    o.add_argument("--out", help="report directory (default seqgap_out/retrieval_gap_<preset>)")
     o.add_argument("--dry-run", action="store_true", help="list the cells and which are in the store; train nothing")
 
 
 def cells_from(args, preset: Preset) -> list[Cell]:
     """The preset's cells with the CLI's axes substituted; validated (one-line errors)."""
-    from seqgap.cli import int_list, str_list
     from seqgap.models.registry import get_spec, make_config
+    from seqgap.options import int_list, str_list
 
     tasks = str_list(args.task) if args.task else None
     for t in tasks or []:

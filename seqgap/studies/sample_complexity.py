@@ -25,15 +25,16 @@ Cost control (documented, configurable):
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from seqgap.config import NON_IDENTITY_FIELDS, RunConfig, TrainConfig, config_hash
+from seqgap.config import RunConfig, TrainConfig, check_train, config_hash, train_identity
 from seqgap.errors import SeqgapError
+from seqgap.models.registry import load_plugin
+from seqgap.options import add_config_options, float_list, given, int_list, parse_kv, str_list, typed_model_options
 from seqgap.studies.search import SearchResult, find_n_star
 
 NAME = "sample-complexity"
@@ -78,8 +79,8 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ensemble")
-        # where and how runs execute is not part of a cell's identity (as for a run's hash)
-        d["train"] = {k: v for k, v in d["train"].items() if k not in NON_IDENTITY_FIELDS}
+        # as for a run's hash: non-default training options only, without placement
+        d["train"] = train_identity(self.train)
         d["lrs"], d["seeds"] = list(self.lrs), list(self.seeds)
         return d
 
@@ -107,7 +108,7 @@ def run_config(cell: Cell, settings: SearchSettings, n: int, lr: float, seed: in
 
 def available_train(cell: Cell, settings: SearchSettings) -> int | None:
     """How many distinct training samples the cell has (None: unlimited)."""
-    from seqgap.tasks.base import make_task
+    from seqgap.tasks.catalog import make_task
     from seqgap.tasks.dataset import count_problems, default_n_val
 
     task = make_task(cell.task, **cell.task_params)
@@ -209,7 +210,8 @@ PAPER_SETTINGS = SearchSettings(
     n_max=16_000_000, factor=1000, max_steps=20, lrs=(1e-3, 1e-4, 1e-5), seeds=(0, 1, 2, 3, 4),
     train=TrainConfig(steps=250_000, eval_every=1000, batch_size=64, success_loss=1e-4, patience_evals=0),
 )
-PAPER_GRID = {"m": [2, 3, 5, 10, 15, 20, 50, 75, 100], "length": [5, 10, 20, 30],
+# "sizes": the state-space sizes per task (m for modadd, k for permutation; see Task.size_param)
+PAPER_GRID = {"sizes": {"modadd": [2, 3, 5, 10, 15, 20, 50, 75, 100], "permutation": [5]}, "length": [5, 10, 20, 30],
               "format": ["outcome", "cot", "acot"], "model": list(PAPER_MODELS)}
 
 # Scaled down for a 2-core laptop (~20 minutes for the whole E study; see docs/studies.md).
@@ -223,115 +225,135 @@ QUICK_SETTINGS = SearchSettings(
     train=TrainConfig(steps=2000, eval_every=50, batch_size=64, success_loss=1e-2, schedule="constant",
                       patience_evals=8, patience_min_frac=0.3),
 )
-QUICK_GRID = {"m": [2], "length": [5, 10, 15], "format": ["cot", "acot"], "model": list(QUICK_MODELS)}
+QUICK_GRID = {"sizes": {"modadd": [2], "permutation": [3]}, "length": [5, 10, 15], "format": ["cot", "acot"], "model": list(QUICK_MODELS)}
 
 PRESETS = {"paper": (PAPER_SETTINGS, PAPER_GRID, PAPER_MODELS), "quick": (QUICK_SETTINGS, QUICK_GRID, QUICK_MODELS)}
 
 
-def make_cells(task: str, ms: Sequence[Any], lengths: Sequence[int], formats: Sequence[str],
+def make_cells(task: str, sizes_axis: Sequence[Any], lengths: Sequence[int], formats: Sequence[str],
                models: Sequence[str], sizes: dict[str, str | None], length_dist: str = "fixed",
                extra_task_params: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None) -> list[Cell]:
+    """Every combination of the axes; ``sizes_axis`` holds values of the task's own state-space
+    parameter (``size_param``: m for modadd, k for permutation; [None] for a task without one)."""
+    size_param = task_class(task).size_param
     cells = []
     for model in models:
+        opts = typed_model_options(model, dict(model_options or {}))
         for fmt in formats:
-            for m in ms:
+            for v in sizes_axis:
                 for L in lengths:
                     tp = {"format": fmt, **(extra_task_params or {})}
-                    if m is not None:
-                        tp = {"m": m, **tp} if task == "modadd" else {"k": m, **tp}
-                    cells.append(Cell(task, tp, L, length_dist, model, sizes.get(model), dict(model_options or {})))
+                    if v is not None and size_param:
+                        tp = {size_param: v, **tp}
+                    cells.append(Cell(task, tp, L, length_dist, model, sizes.get(model), dict(opts)))
     return cells
+
+
+def task_class(name: str):
+    from seqgap.tasks.catalog import TASKS
+
+    if name not in TASKS:
+        raise SeqgapError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def state_size_of(cell: Cell) -> int | None:
+    """The cell's state-space size (m, k, ...), read through its task's own ``size_param``."""
+    return task_class(cell.task).size_of(cell.task_params)
 
 
 # ---- CLI ----------------------------------------------------------------------------------
 
+# training options a study exposes (the grid's lr and seed come from --lrs/--seeds; device and
+# threads from the shared options); defaults: the preset's TrainConfig
+STUDY_TRAIN_SKIP = ("lr", "seed", "device", "threads", "compile")
+
+
 def add_search_arguments(p) -> None:
     g = p.add_argument_group("search (defaults come from --preset)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="quick (2-core laptop) or paper (cluster)")
-    g.add_argument("--n-max", type=int, help="largest training set N_max")
+    g.add_argument("--n-max", type=_int_opt("--n-max"), help="largest training set N_max")
     g.add_argument("--factor", type=float, help="geometric shrink factor M")
-    g.add_argument("--max-steps", type=int, help="at most this many N evaluated per cell (S)")
+    g.add_argument("--max-search-steps", "--max-steps", dest="max_search_steps", type=_int_opt("--max-steps"),
+                   help="at most this many N evaluated per cell (S)")
     g.add_argument("--bisect", choices=["arithmetic", "geometric"])
     g.add_argument("--lrs", help="learning-rate grid, e.g. 1e-3,1e-4")
     g.add_argument("--seeds", help="seed grid, e.g. 0,1,2")
-    g.add_argument("--steps", type=int, help="step budget per run")
-    g.add_argument("--eval-every", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--success-loss", type=float, help="success = validation loss below this")
-    g.add_argument("--patience", type=int, help="plateau early-stop evaluations (0 = off)")
-    g.add_argument("--workers", type=int, help="parallel cells (default: all cores)")
-    g.add_argument("--store", help="run store path")
-    g.add_argument("--device", default="cpu")
     g.add_argument("--no-ensemble", action="store_true", help="train the lr x seed grid one run at a time")
+    t = p.add_argument_group("training of every run (defaults come from --preset)")
+    p.set_defaults(train_fields=add_config_options(t, TrainConfig, skip=STUDY_TRAIN_SKIP))
+
+
+def _int_opt(flag: str):
+    def convert(text: str) -> int:
+        from seqgap.values import parse_typed
+        import argparse
+
+        try:
+            return parse_typed(text, int, flag)
+        except SeqgapError as e:
+            raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+    return convert
 
 
 def settings_from(args) -> SearchSettings:
-    from seqgap.cli import float_list, int_list
-
     base = PRESETS[args.preset][0]
-    tr = base.train
-
-    def pick(value, default):
-        return default if value is None else value
-
-    tr = dataclasses.replace(
-        tr,
-        steps=pick(args.steps, tr.steps), eval_every=pick(args.eval_every, tr.eval_every),
-        batch_size=pick(args.batch_size, tr.batch_size), success_loss=pick(args.success_loss, tr.success_loss),
-        patience_evals=pick(args.patience, tr.patience_evals), device=args.device,
-    )
+    tr = dataclasses.replace(base.train, **given(args, args.train_fields), device=args.device,
+                             threads=getattr(args, "threads", None))
     s = dataclasses.replace(
         base, train=tr,
-        n_max=pick(args.n_max, base.n_max), factor=pick(args.factor, base.factor),
-        max_steps=pick(args.max_steps, base.max_steps), bisect=args.bisect or base.bisect,
-        lrs=tuple(float_list(args.lrs)) if args.lrs else base.lrs,
-        seeds=tuple(int_list(args.seeds)) if args.seeds else base.seeds,
+        n_max=base.n_max if args.n_max is None else args.n_max,
+        factor=base.factor if args.factor is None else args.factor,
+        max_steps=base.max_steps if args.max_search_steps is None else args.max_search_steps,
+        bisect=args.bisect or base.bisect,
+        lrs=tuple(float_list(args.lrs, "--lrs")) if args.lrs else base.lrs,
+        seeds=tuple(int_list(args.seeds, "--seeds")) if args.seeds else base.seeds,
         ensemble=not getattr(args, "no_ensemble", False),
     )
-    if min(tr.steps, tr.eval_every, tr.batch_size) < 1 or tr.patience_evals < 0 or not tr.success_loss > 0:
-        raise SeqgapError("--steps, --eval-every and --batch-size must be >= 1, --patience >= 0, --success-loss > 0")
-    if any(not lr > 0 for lr in s.lrs):
-        raise SeqgapError(f"learning rates must be positive, got {list(s.lrs)}")
-    if s.n_max < 1 or s.factor <= 1 or s.max_steps < 1 or not s.lrs or not s.seeds:
-        raise SeqgapError("need n-max >= 1, factor > 1, max-steps >= 1 and non-empty --lrs/--seeds")
+    for lr in s.lrs:  # every run of the grid is a valid run
+        check_train(dataclasses.replace(tr, lr=lr))
+    for seed in s.seeds:
+        check_train(dataclasses.replace(tr, seed=seed))
+    if s.n_max < 1 or not s.factor > 1 or s.max_steps < 1 or not s.lrs or not s.seeds:
+        raise SeqgapError("need --n-max >= 1, --factor > 1, --max-steps >= 1 and non-empty --lrs/--seeds")
     return s
 
 
 def add_cell_arguments(p, lengths_help: str = "max lengths L, e.g. 5,10,20") -> None:
     g = p.add_argument_group("cells (defaults come from --preset)")
-    g.add_argument("--task", default="modadd", help="modadd or permutation")
-    g.add_argument("--m", help="moduli for modadd, e.g. 2,5,10")
-    g.add_argument("--k", help="permutation degrees for permutation tasks, e.g. 3,5")
+    g.add_argument("--task", default="modadd", help="a state-tracking task: modadd, parity or permutation")
+    g.add_argument("--sizes", "--m", "--k", dest="sizes_axis",
+                   help="values of the task's state-space option (m for modadd, k for permutation), e.g. 2,5,10")
     g.add_argument("--group", help="S or A (permutation tasks)")
     g.add_argument("--length", "-L", help=lengths_help)
     g.add_argument("--format", help="outcome,cot,acot")
     g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm")
     g.add_argument("--size", help="named size for every model (default: the preset's)")
     g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option for every model")
-    g.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra models")
-    g.add_argument("--out", help="report directory")
 
 
 def cell_axes(args) -> dict[str, Any]:
-    from seqgap.cli import int_list, load_plugins, parse_kv, str_list
-
-    load_plugins(args)
+    for target in getattr(args, "plugin", None) or []:
+        load_plugin(target)
     _, grid, sizes = PRESETS[args.preset]
+    cls = task_class(args.task)
+    if cls.family != "state-tracking":
+        raise SeqgapError(f"{args.task} is not a state-tracking task (study E); see `seqgap tasks`")
     models = str_list(args.model) if args.model else grid["model"]
     sizes = {m: (args.size or sizes.get(m)) for m in models}
-    if args.task == "modadd":
-        ms = int_list(args.m) if args.m else grid["m"]
-        if any(m < 2 for m in ms):
-            raise SeqgapError(f"m must be >= 2, got {ms}")
+    if cls.size_param is None:
+        if args.sizes_axis:
+            raise SeqgapError(f"{args.task} has no state-space size option; drop --sizes/--m/--k")
+        axis: list[Any] = [None]
+    elif args.sizes_axis:
+        axis = [cls.check_size(v) for v in int_list(args.sizes_axis, "--sizes")]
     else:
-        ms = int_list(args.k) if args.k else [3]
-        if any(not 3 <= k <= 6 for k in ms):
-            raise SeqgapError(f"k must be in 3..6, got {ms}")
-    lengths = int_list(args.length) if args.length else grid["length"]
-    if any(L < 2 for L in lengths):
-        raise SeqgapError(f"lengths must be >= 2, got {lengths}")
+        axis = grid["sizes"].get(args.task) or [cls.size_of({})]
+    lengths = int_list(args.length, "--length") if args.length else grid["length"]
+    if any(L < max(2, cls.min_length) for L in lengths):
+        raise SeqgapError(f"lengths must be >= {max(2, cls.min_length)}, got {lengths}")
     extra = {"group": args.group} if args.group else {}
-    return {"task": args.task, "ms": ms, "lengths": lengths,
+    return {"task": args.task, "sizes_axis": axis, "lengths": lengths,
             "formats": str_list(args.format) if args.format else grid["format"], "models": models,
             "sizes": sizes, "extra_task_params": extra, "model_options": parse_kv(args.model_opt, "--model-opt")}
 
@@ -345,8 +367,7 @@ def add_arguments(p) -> None:
 def validate_cells(cells: Sequence[Cell]) -> None:
     """Fail fast (one line) on unknown tasks/models/options before any worker starts."""
     from seqgap.models.registry import make_config
-    from seqgap.tasks.base import make_task
-
+    from seqgap.tasks.catalog import make_task
     from seqgap.tasks.dataset import LENGTH_DISTS
 
     for c in cells:
@@ -376,6 +397,3 @@ def main(args) -> int:
     print(md)
     return 0 if all(r is not None for r in results) else 1
 
-
-def results_to_json(results: Sequence[CellResult]) -> str:
-    return json.dumps([r.to_dict() for r in results], indent=1)

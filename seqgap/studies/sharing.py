@@ -123,8 +123,8 @@ def plan(args) -> tuple[list[Cell], SearchSettings, int]:
     axes = cell_axes(args)
     if not args.length:
         axes["lengths"] = [SHARING_DEFAULT_L[args.preset]]
-    if not args.m and args.task == "modadd":
-        axes["ms"] = SHARING_DEFAULT_M[args.preset]
+    if not args.sizes_axis and args.task in SHARING_DEFAULT_SIZES[args.preset]:
+        axes["sizes_axis"] = SHARING_DEFAULT_SIZES[args.preset][args.task]
     bases = make_cells(length_dist="fixed", **axes)
     validate_cells(bases)
     min_n = args.min_n if args.min_n is not None else SHARING_DEFAULT_MIN_N[args.preset]
@@ -144,7 +144,7 @@ def main(args) -> int:
 
 
 SHARING_DEFAULT_L = {"quick": 5, "paper": 10}
-SHARING_DEFAULT_M = {"quick": [5], "paper": [2, 5, 10]}
+SHARING_DEFAULT_SIZES = {"quick": {"modadd": [5]}, "paper": {"modadd": [2, 5, 10]}}
 # The quick preset uses m = 5, where n = 2 has only 25 sequences (20 for training):
 # too few for any model to generalise from, so its kappa sum starts at n = 3.
 SHARING_DEFAULT_MIN_N = {"quick": 3, "paper": 2}

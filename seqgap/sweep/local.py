@@ -35,10 +35,11 @@ def default_workers() -> int:
 
 
 def _init_worker(threads: int) -> None:
+    # set where the process starts, before torch loads (see seqgap.cli)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["SEQGAP_NUM_THREADS"] = str(threads)
 
 
 def _call(fn: Callable, item: Any) -> tuple[Any, str | None]:

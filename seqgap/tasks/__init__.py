@@ -1,7 +1,5 @@
-"""Tasks: each file registers one family (see ``base.py`` for the interface)."""
-from seqgap.tasks.base import TASKS, Batch, Example, Task, Vocab, collate, make_task, register_task
+"""Tasks: one file per family (``base.py`` holds the interface, ``catalog.py`` the names)."""
+from seqgap.tasks.base import Batch, Example, Task, Vocab, collate
+from seqgap.tasks.catalog import TASK_HELP, TASKS, make_task, register_task
 
-# Importing the families registers them.
-from seqgap.tasks import istree, retrieval, state_tracking  # noqa: F401,E402
-
-__all__ = ["TASKS", "Batch", "Example", "Task", "Vocab", "collate", "make_task", "register_task"]
+__all__ = ["TASKS", "TASK_HELP", "Batch", "Example", "Task", "Vocab", "collate", "make_task", "register_task"]

@@ -10,6 +10,14 @@ task's supervision *format*.  Two levels are kept apart on purpose:
   (see :mod:`seqgap.tasks.dataset`).
 * ``encode(problem)`` -> an :class:`Example` in the task's format.
 
+Problem identity is defined by the task: ``problem_key(problem)`` says when two
+problems are the same problem (default: equal problems).  IsTree's key is the
+edge set, so a graph written with its edges in another order is not a new
+problem; datasets are unique, and validation disjoint from training, under it.
+
+The built-in tasks are listed by name in :mod:`seqgap.tasks.catalog` (with
+``make_task``); task files never import the catalog.
+
 Convention for examples: the model reads ``inputs[t]`` and its output at
 position ``t`` is scored against ``targets[t]`` wherever ``mask[t]`` is true.
 Next-token formats (CoT, vanilla answers, RAG traces) set
@@ -22,7 +30,8 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+import inspect
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +40,19 @@ from seqgap.errors import SeqgapError
 
 PAD, BOS, SEP, EOS = "[PAD]", "[BOS]", "[SEP]", "[EOS]"
 SPECIALS = (PAD, BOS, SEP, EOS)
+
+FAMILIES = ("state-tracking", "retrieval")  # study E's tasks, study W's tasks
+
+
+def as_int(name: str, task: str, value: Any) -> int:
+    """An integer option (CLI strings such as "5" accepted), else a one-line SeqgapError."""
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}") from None
+    if out != value and str(out) != str(value).strip():
+        raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}")
+    return out
 
 
 class Vocab:
@@ -140,28 +162,92 @@ def collate(examples: Sequence[Example], pad_id: int = 0, keep_examples: bool = 
 class Task(ABC):
     """Base class of every task.
 
-    Subclasses are parameterised in ``__init__`` (e.g. ``m``, ``format``) and
-    must set ``self.vocab``.  ``length`` always means the task's natural size
-    parameter: number of input symbols for state tracking, number of key-value
-    tokens for retrieval, number of graph nodes for IsTree.
+    Subclasses are parameterised in ``__init__`` (e.g. ``m``, ``format``), must
+    set ``self.vocab`` and call ``Task.__init__`` (directly or through a family
+    base class) with the ``min_length`` option.  ``length`` always means the
+    task's natural size parameter: number of input symbols for state tracking,
+    number of key-value tokens for retrieval, number of graph nodes for IsTree.
+
+    Class-level description (read by studies and reports without building a task):
+
+    * ``name``, ``help``: the catalog name and its one-line description;
+    * ``family``: ``"state-tracking"`` (study E) or ``"retrieval"`` (study W);
+    * ``size_param``: the option that sets the state-space size (modadd ``"m"``,
+      permutation ``"k"``), None when the task has none; ``size_range`` its
+      allowed values ``(low, high)``, inclusive, ``high = None`` for unbounded;
+    * ``min_length``: the family's shortest length.  An instance may raise it
+      (the ``min_length`` option: the shortest length a length distribution draws).
     """
 
     name: str = "task"
+    help: str = ""
+    family: str | None = None
     formats: tuple[str, ...] = ()
+    size_param: str | None = None
+    size_range: tuple[int, int | None] | None = None
     min_length: int = 2
     vocab: Vocab
+
+    def __init__(self, min_length: int | None = None, *, floor: int | None = None):
+        """``min_length``: the shortest length drawn (default ``floor``); ``floor``: the
+        shortest length the task supports (default: the class's ``min_length``)."""
+        floor = type(self).min_length if floor is None else int(floor)
+        if min_length is None:
+            self.min_length = floor
+            return
+        value = as_int("min_length", self.name, min_length)
+        if value < floor:
+            raise SeqgapError(f"{self.name}: min_length must be >= {floor}, got {value}")
+        self.min_length = value
+
+    # ---- class-level description --------------------------------------------
+    @classmethod
+    def check_size(cls, value: Any) -> int:
+        """``value`` of ``size_param`` as an int, or a one-line SeqgapError outside ``size_range``."""
+        if cls.size_param is None or cls.size_range is None:
+            raise SeqgapError(f"{cls.name}: has no state-space size option")
+        v = as_int(cls.size_param, cls.name, value)
+        low, high = cls.size_range
+        if v < low or (high is not None and v > high):
+            allowed = f">= {low}" if high is None else f"in {low}..{high}"
+            raise SeqgapError(f"{cls.name}: {cls.size_param} must be {allowed}, got {v}")
+        return v
+
+    @classmethod
+    def size_of(cls, params: Mapping[str, Any]) -> int | None:
+        """The state-space size a task built from ``params`` has (the constructor's default when
+        ``params`` does not set it); None for tasks without ``size_param``."""
+        if cls.size_param is None:
+            return None
+        value = params.get(cls.size_param)
+        if value is None:
+            value = inspect.signature(cls.__init__).parameters[cls.size_param].default
+        return cls.check_size(value)
 
     # ---- problems -----------------------------------------------------------
     @abstractmethod
     def sample_problem(self, rng: np.random.Generator, length: int) -> Hashable:
-        """A random raw problem of the given length (hashable, used for uniqueness)."""
+        """A random raw problem of the given length (hashable)."""
+
+    def problem_key(self, problem: Hashable) -> Hashable:
+        """The problem's identity: two problems with equal keys are the same problem (datasets
+        are unique, and validation disjoint from training, under it).  Default: the problem."""
+        return problem
 
     def num_problems(self, length: int) -> int | None:
-        """Number of distinct problems of this length, or None if astronomically many."""
+        """Number of distinct problems (distinct ``problem_key``) of this length, or None if
+        astronomically many or unknown.  Sizes validation (E: at most 20% of them)."""
         return None
 
+    @property
+    def enumerable(self) -> bool:
+        """Whether ``problem_from_index`` enumerates the problems.  Only for tasks whose sampler
+        is uniform over ``num_problems`` distinct keys: datasets then draw exact without-replacement
+        orders of the indices instead of rejection-sampling ``sample_problem``."""
+        return type(self).problem_from_index is not Task.problem_from_index
+
     def problem_from_index(self, length: int, index: int) -> Hashable:
-        """The index-th problem of this length (only for tasks with ``num_problems``)."""
+        """The index-th problem of this length (a bijection onto the keys; see ``enumerable``)."""
         raise NotImplementedError
 
     # ---- examples -----------------------------------------------------------
@@ -223,41 +309,10 @@ class Task(ABC):
         if int(length) < self.min_length:
             raise SeqgapError(f"{self.name}: length must be >= {self.min_length}, got {length}")
 
-
-# ---- registry -----------------------------------------------------------------
-
-TASKS: dict[str, Callable[..., Task]] = {}
-TASK_HELP: dict[str, str] = {}
-
-
-def register_task(name: str, help: str = ""):
-    """Class decorator: make a task constructible by name (``make_task``)."""
-
-    def deco(cls):
-        TASKS[name] = cls
-        TASK_HELP[name] = help or (cls.__doc__ or "").strip().splitlines()[0]
-        cls.name = name
-        return cls
-
-    return deco
-
-
-def make_task(name: str, **params: Any) -> Task:
-    """Build a registered task, turning bad parameters into one-line SeqgapErrors."""
-    import seqgap.tasks  # noqa: F401  (populates the registry)
-
-    if name not in TASKS:
-        raise SeqgapError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    params = {k: v for k, v in params.items() if v is not None}
-    # `min_length` works for every task: the shortest length a length distribution draws
-    # (e.g. the sharing study may start at n = 3 instead of the task's own minimum).
-    min_length = params.pop("min_length", None)
-    try:
-        task = TASKS[name](**params)
-    except TypeError as e:
-        raise SeqgapError(f"task {name}: {e}") from None
-    if min_length is not None:
-        if int(min_length) < task.min_length:
-            raise SeqgapError(f"task {name}: min_length must be >= {task.min_length}, got {min_length}")
-        task.min_length = int(min_length)
-    return task
+    def shortcut_baseline(self, val_problems: Sequence[Hashable],
+                          train_problems: Sequence[Hashable] = ()) -> dict[str, Any] | None:
+        """The strongest known shortcut on the scored answer, next to ``chance_accuracy``:
+        ``{"name": what it reads, "accuracy": its expected accuracy on problems like
+        ``val_problems``, "exact": True if computed from the distribution, False if fitted on
+        ``train_problems`` / counted on ``val_problems``}``; None when none beats chance."""
+        return None

@@ -2,7 +2,9 @@
 
 Study E draws samples without replacement, so every sample is distinct (this
 matters when m and L are small: there are only m**n sequences of length n).
-``build_splits`` returns
+"Distinct" is under the task's identity, ``task.problem_key`` (IsTree: the edge
+set, so a validation graph never comes back in training with its edges
+shuffled).  ``build_splits`` returns
 
 * ``val``: drawn first, from generators seeded only by ``seed``: identical for
   every ``n_train`` (and the same for "uniform" and "short-to-long", which
@@ -34,17 +36,22 @@ which validation consumes first and training continues.  The order is exact
 * ``<= 2**62``: a keyed Feistel permutation of the indices, evaluated lazily
   (a pseudo-random permutation, no memory, can still be exhausted, e.g. by
   short-to-long with m = 2 and n > 20);
-* larger, or unknown (``num_problems`` is None): rejection sampling against
-  the set of problems already drawn (collisions are negligible when the pool
-  is astronomically large).
+* larger, unknown (``num_problems`` is None), or not enumerable (IsTree: the
+  sampler is not uniform over its edge sets): rejection sampling against the
+  keys already drawn (collisions are negligible when the pool is astronomically
+  large).
+
+Streamed training (``n_train = 0``, fresh problems every step) goes through
+:class:`TrainStream`, which rejects every problem whose key is a validation key;
+:func:`measure_overlap` counts validation keys found in a training set.
 
 Optional vectorised task hooks, used when present: ``problems_from_indices(n,
 indices)`` and ``sample_problems(rng, n, count)`` (see ``state_tracking.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Hashable
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -68,6 +75,16 @@ class Splits:
     val: list  # validation problems, disjoint from train, identical for every n_train given the seed
     lengths: tuple[int, ...]  # lengths in play
     max_train: int | None  # how many distinct training problems exist (None = effectively unlimited)
+    val_keys: frozenset = field(default_factory=frozenset)  # task.problem_key of every validation problem
+
+
+def problem_keys(task: Task, problems: Iterable[Hashable]) -> set:
+    return {task.problem_key(p) for p in problems}
+
+
+def measure_overlap(task: Task, train_problems: Iterable[Hashable], val_problems: Iterable[Hashable]) -> int:
+    """How many distinct validation problems (keys) also occur in ``train_problems``."""
+    return len(problem_keys(task, val_problems) & problem_keys(task, train_problems))
 
 
 # ---- exact without-replacement orders ---------------------------------------------------
@@ -125,7 +142,11 @@ def _from_indices(task: Task, n: int, idx: np.ndarray) -> list:
 
 
 class _Pool:
-    """The distinct problems of one length, in a fixed pseudo-random order; ``take`` continues it."""
+    """The distinct problems of one length, in a fixed pseudo-random order; ``take`` continues it.
+
+    ``seen`` holds the keys drawn by rejection sampling (shared by all lengths); exact
+    orders of an enumerable task's indices give distinct keys by construction.
+    """
 
     def __init__(self, task: Task, n: int, seed: int, seen: set):
         self.task, self.n, self.seen = task, n, seen
@@ -135,10 +156,11 @@ class _Pool:
         self._order = self._prp = None
         self._buf: list = []
         self._buf_pos, self._chunk = 0, 256
-        if self.size is not None and self.size <= _PERM_MAX:
-            self._order = self.rng.permutation(self.size)
-        elif self.size is not None and self.size <= _FEISTEL_MAX:
-            self._prp = _FeistelPermutation(self.size, self.rng)
+        if self.size is not None and task.enumerable:
+            if self.size <= _PERM_MAX:
+                self._order = self.rng.permutation(self.size)
+            elif self.size <= _FEISTEL_MAX:
+                self._prp = _FeistelPermutation(self.size, self.rng)
 
     @property
     def remaining(self) -> float:
@@ -157,14 +179,15 @@ class _Pool:
         out, rejects = [], 0
         while len(out) < k:
             p = self._candidate()
-            if p in self.seen:
+            key = self.task.problem_key(p)
+            if key in self.seen:
                 rejects += 1
                 if rejects > _MAX_REJECTS:
                     raise SeqgapError(f"{self.task.name}: found only {start + len(out)} distinct problems of "
                                       f"length {self.n} (after {_MAX_REJECTS} duplicates in a row)")
                 continue
             rejects = 0
-            self.seen.add(p)
+            self.seen.add(key)
             out.append(p)
         return out
 
@@ -291,7 +314,7 @@ def build_splits(task: Task, max_length: int, length_dist: str, n_train: int, n_
     n_train = int(n_train)
     max_train = None if total is None else total - n_val
 
-    seen: set = set()  # problems drawn by rejection sampling (shared: uniqueness across lengths too)
+    seen: set = set()  # keys drawn by rejection sampling (shared: uniqueness across lengths too)
     pools = {n: _Pool(task, n, seed, seen) for n in lengths}
 
     # Validation first, from generators seeded by `seed` only.
@@ -321,4 +344,54 @@ def build_splits(task: Task, max_length: int, length_dist: str, n_train: int, n_
         rng_train = np.random.default_rng([seed, _TAG_TRAIN])
         quota = {n: pools[n].remaining for n in lengths}
         train = _interleave(pools, _uniform_lengths(rng_train, lengths, quota, n_train))
-    return Splits(train=train, val=val, lengths=lengths, max_train=max_train)
+    return Splits(train=train, val=val, lengths=lengths, max_train=max_train,
+                  val_keys=frozenset(problem_keys(task, val)))
+
+
+# ---- training order -------------------------------------------------------------------
+
+
+class TrainStream:
+    """One run's training problems, in the order its ``rng`` gives.
+
+    * ``train`` given (a fixed training set): the set reshuffled each epoch;
+    * ``train`` None or empty (streaming, ``n_train = 0``): fresh problems, each at a
+      length drawn uniformly from ``lengths``; a problem whose key is in ``val_keys``
+      is redrawn at the same length (so the length mix stays the task's), never
+      yielded.  ``rejected`` counts the redraws.
+
+    Every draw comes from ``rng`` in a fixed order (a length, then problems until one
+    is accepted), so a stream is reproducible from the rng's seed and the keys; with
+    no rejection it is exactly ``[task.sample_problem(rng, rng.choice(lengths)) ...]``.
+    """
+
+    def __init__(self, task: Task, lengths: Sequence[int], val_keys: Iterable[Hashable],
+                 rng: np.random.Generator, train: Sequence[Hashable] | None = None):
+        self.task, self.lengths, self.rng = task, list(lengths), rng
+        self.val_keys = val_keys if isinstance(val_keys, (set, frozenset)) else frozenset(val_keys)
+        self.train = train if train else None
+        self.rejected = 0
+        self._order = np.empty(0, dtype=np.int64)
+        self._pos = 0
+
+    def next_problems(self, batch_size: int) -> list:
+        if self.train is None:
+            return [self._fresh(int(self.rng.choice(self.lengths))) for _ in range(batch_size)]
+        idx: list[int] = []
+        while len(idx) < batch_size:
+            if self._pos >= len(self._order):  # a new epoch: reshuffle
+                self._order = self.rng.permutation(len(self.train))
+                self._pos = 0
+            take = min(batch_size - len(idx), len(self._order) - self._pos)
+            idx.extend(self._order[self._pos:self._pos + take].tolist())
+            self._pos += take
+        return [self.train[i] for i in idx]
+
+    def _fresh(self, n: int) -> Hashable:
+        for _ in range(_MAX_REJECTS):
+            p = self.task.sample_problem(self.rng, n)
+            if not self.val_keys or self.task.problem_key(p) not in self.val_keys:
+                return p
+            self.rejected += 1
+        raise SeqgapError(f"{self.task.name}: {_MAX_REJECTS} fresh problems of length {n} in a row were all "
+                          f"validation problems; hold out fewer (n_val) or train on a fixed set")

@@ -3,7 +3,7 @@
 Is an n-node graph, given as a list of n-1 edges, a tree?  Three formats:
 vanilla (answer at once), cot (DFS Euler tour, then the answer) and rag (DFS
 whose stack and visited set live in the context, read back through retrieval
-queries answered by :class:`seqgap.training.retrieval_tool.RetrievalTool`).
+queries answered by :class:`seqgap.tasks.retrieval_tool.RetrievalTool`).
 
 Vocabulary (fixed ids, so module-level helpers work for every ``max_nodes``)::
 
@@ -34,11 +34,17 @@ Examples, n = 4, edges ``3-1, 0-1, 2-0`` (a tree; ``S``/``E`` = [STARTSEARCH]/
              S 1 ~ E <0>  S 2 ~ E <0>  S 3 ~ E <1>   every node was reached
              [EOS] [TRUE]
 
-CoT (STUDIES.md): DFS from node 0, neighbours in the order their edges appear
-in the input, skipping the parent; a vertex is written on entry and again after
-returning from each child (<= 2n-1 tokens).  Meeting an already-visited vertex
-that is not the parent is a cycle: that vertex is written and the tour stops
-(answer FALSE).  Otherwise TRUE iff all n nodes were reached.
+CoT (STUDIES.md; W's generator, ``euler_tour`` in rnn-icrag's ``rnn/data.py``):
+DFS from node 0, neighbours in the order their edges appear in the input,
+skipping the parent; a vertex is written on entry and again after returning
+from each child (<= 2n-1 tokens), and nowhere else.  Meeting an already-visited
+vertex that is not the parent is a cycle: the tour stops there, *without*
+writing that vertex (answer FALSE).  Otherwise TRUE iff all n nodes were
+reached.  Example, n = 4, edges ``0-1, 0-2, 1-2`` (node 3 isolated)::
+
+    cot      [BOS] 0 - 1 0 - 2 1 - 2 [EOS] 0 1 2 [EOS] [FALSE]
+
+(at 2, entered from 1, the first neighbour is 0: visited, not the parent: stop).
 
 RAG: the same DFS, executed through three retrieval queries (results from the
 *input order* of the edges, or from the records in the context):
@@ -53,7 +59,9 @@ token depends only on the last ~12 tokens, so a constant-size RNN can run it):
 
 * examine neighbour x of v: ``S x ~ E``; F -> write ``x ~ v``, then ``S x - E``
   (enter x).  Visited -> ``S v ~ E`` for v's parent; equal to x -> skip it with
-  ``S v - x E``; otherwise a cycle: ``[EOS] [FALSE]``;
+  ``S v - x E``; otherwise a cycle: ``[EOS] [FALSE]`` at once (no record of x,
+  nothing more: the CoT tour's stopping point, and W's RAG data, whose last
+  query is ``S x ~ E`` on that visited non-parent neighbour, stops there too);
 * a neighbour query answered F (v exhausted): ``S v ~ E`` -> p; if p = v (root)
   the DFS is over, else ``S p - v E`` continues p after v;
 * after the DFS: ``S u ~ E`` for u = 1..n-1; the first F -> ``[EOS] [FALSE]``;
@@ -93,18 +101,17 @@ probability 1/2.  A problem is ``(n, ((u, v), ...))``.
 from __future__ import annotations
 
 import heapq
+import math
 from functools import lru_cache
 from typing import Any, Hashable, Sequence
 
 import numpy as np
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, EOS, PAD, Example, Task, Vocab, register_task
-from seqgap.tasks.state_tracking import _as_int
+from seqgap.tasks.base import BOS, EOS, PAD, Example, Task, Vocab, as_int
+from seqgap.tasks.retrieval_tool import DASH, ENDSEARCH, FAILED, STARTSEARCH, TILDE, RetrievalTool
 
 TRUE, FALSE = "[TRUE]", "[FALSE]"
-STARTSEARCH, ENDSEARCH, FAILED = "[STARTSEARCH]", "[ENDSEARCH]", "[FAILED]"
-DASH, TILDE = "-", "~"
 SPECIAL_SYMBOLS = (PAD, BOS, EOS, TRUE, FALSE, STARTSEARCH, ENDSEARCH, FAILED, DASH, TILDE)
 PAD_ID, BOS_ID, EOS_ID, TRUE_ID, FALSE_ID, SS_ID, ES_ID, FAILED_ID, DASH_ID, TILDE_ID = range(len(SPECIAL_SYMBOLS))
 NODE0 = len(SPECIAL_SYMBOLS)  # token id of node v is NODE0 + v
@@ -260,8 +267,9 @@ def dfs_events(adj: list[list[int]]) -> tuple[list[tuple[int, int, int, int]], l
 
 
 def euler_tour(events: list[tuple[int, int, int, int]]) -> list[int]:
-    """The CoT tour: 0, then each entered vertex, each returned-to parent, and a cycle's closing vertex."""
-    return [0] + [x for kind, _, x, _ in events if kind != SKIP]
+    """The CoT tour (W's): 0, then each entered vertex and each returned-to parent.  A cycle
+    ends the events; its closing vertex is not written (W's generator stops before it)."""
+    return [0] + [x for kind, _, x, _ in events if kind in (ENTER, BACK)]
 
 
 def rag_trace(adj: list[list[int]], events: list, parent: list[int], tree: bool) -> list[int]:
@@ -317,10 +325,10 @@ def is_valid_euler_tour(edges: Sequence[Sequence[int]], tour: Sequence[int], n: 
 
     ``ordered=True``: exactly the format's tour (neighbours in input order).
     ``ordered=False``: a DFS tour for *some* neighbour order: each step enters an
-    unvisited neighbour, returns to the parent once the vertex has no unvisited or
-    non-parent visited neighbour left, or closes a cycle (a visited non-parent
-    neighbour; must be the last vertex); otherwise it must end back at the root
-    with nothing left to explore.
+    unvisited neighbour, or returns to the parent once every other neighbour of the
+    vertex is a finished child.  It ends back at the root with nothing left to
+    explore, or stops at a vertex that still has a visited non-parent neighbour to
+    examine (a cycle: the DFS stops before writing it).
     """
     tour = [int(t) for t in tour]
     n = n if n is not None else 1 + max([max(e) for e in edges] + tour + [0])
@@ -332,7 +340,7 @@ def is_valid_euler_tour(edges: Sequence[Sequence[int]], tour: Sequence[int], n: 
     nbrs = [set(a) for a in adj]
     children: list[set[int]] = [set() for _ in range(n)]
     stack, visited = [0], {0}
-    for k, t in enumerate(tour[1:], 1):
+    for t in tour[1:]:
         v = stack[-1]
         p = stack[-2] if len(stack) > 1 else None
         if t not in nbrs[v] or t in children[v]:
@@ -345,15 +353,77 @@ def is_valid_euler_tour(edges: Sequence[Sequence[int]], tour: Sequence[int], n: 
             if nbrs[v] - {p} != children[v]:
                 return False
             stack.pop()
-        else:  # a visited non-parent neighbour closes a cycle: the tour ends there
-            return k == len(tour) - 1
-    return stack == [0] and nbrs[0] == children[0]
+        else:  # a visited non-parent neighbour is never written: the tour stops before it
+            return False
+    v = stack[-1]
+    left = nbrs[v] - children[v] - {stack[-2] if len(stack) > 1 else None}
+    if not left:  # nothing left here: only the root may end the tour
+        return stack == [0]
+    return bool(left & visited)  # stopped: examining a visited neighbour next (in some order) is a cycle
+
+
+# ---- distinct graphs and shortcuts ---------------------------------------------------------
+# A problem's identity is its labelled edge set (``IsTree.problem_key``): the order and the
+# orientation of the edges are presentation, so the counts below are of edge sets.
+
+_COUNT_LIMIT = 2**62  # more distinct graphs than this: "astronomically many" (None)
+
+
+def binary_graph_count(n: int) -> int:
+    """Distinct edge sets in the support of the "binary" distribution on n >= 4 nodes.
+
+    A draw is (hubs {h1, h2}, each other node's hub, the extra edge between two
+    non-hubs).  Trees (extra edge across the stars) come from C(n,2) (n-2)(n-3)
+    2^(n-4) draws, one per tree except at n = 5, where every tree is the path
+    v1-v2-v3-v4-v5, drawn with hubs {v1, v4} and with hubs {v2, v5}.  A cycle
+    needs the extra edge inside one star, say hub x with k >= 2 leaves; a draw is
+    then unique except that a triangle with nothing else attached (k = 2) is
+    drawn with any of its 3 vertices as hub, and a one-leaf star (the other hub
+    with n-2-k = 1 leaf) with either end as hub.  (The tests check this against
+    brute-force enumeration for n = 4..9.)
+    """
+    trees = math.comb(n, 2) * (n - 2) * (n - 3) * 2 ** (n - 4) // (2 if n == 5 else 1)
+    cycles = 0
+    for k in range(2, n - 1):
+        draws = n * (n - 1) * math.comb(n - 2, k) * math.comb(k, 2)  # (cycle hub, other hub) ordered
+        cycles += draws // ((3 if k == 2 else 1) * (2 if n - 2 - k == 1 else 1))
+    return trees + cycles
+
+
+def random_graph_count(n: int) -> int:
+    """Distinct edge sets in the support of "random": every (n-1)-edge graph (trees and not)."""
+    return math.comb(math.comb(n, 2), n - 1)
+
+
+def binary_degree_accuracy(n: int) -> float:
+    """Best accuracy on "binary" graphs from node degrees alone (exact).
+
+    Degrees give a, the leaves of one hub (a ~ Binomial(n-2, 1/2)), and the two
+    endpoints of the extra edge (degree 2) but not their hubs; they hang on
+    different hubs (a tree) with P = 2a(n-2-a) / ((n-2)(n-3)): answer the likelier.
+    """
+    total = 0.0
+    for a in range(n - 1):
+        p = 2 * a * (n - 2 - a) / ((n - 2) * (n - 3))
+        total += math.comb(n - 2, a) * max(p, 1 - p)
+    return total / 2 ** (n - 2)
+
+
+def random_cover_accuracy(n: int) -> float:
+    """Accuracy on "random" graphs of "a tree iff every node appears in the edge list" (exact).
+
+    Trees always cover every node; a non-tree (uniform over the (n-1)-edge graphs
+    with a cycle) covers them all with probability q, counted by inclusion-exclusion
+    over the nodes left out; accuracy = 1/2 + (1 - q) / 2.
+    """
+    trees = n ** (n - 2)
+    covering = sum((-1) ** j * math.comb(n, j) * math.comb(math.comb(n - j, 2), n - 1) for j in range(n + 1))
+    q = (covering - trees) / (random_graph_count(n) - trees)
+    return 0.5 + 0.5 * (1 - q)
 
 
 # ---- the task ------------------------------------------------------------------------------
 
-@register_task("istree", help="IsTree (W): is an edge-list graph a tree? formats vanilla, cot, rag; "
-                              "options distribution=binary|random, max_nodes")
 class IsTree(Task):
     """IsTree: is the graph given by n-1 edges a tree?  length = number of nodes n (>= 4).
 
@@ -361,20 +431,25 @@ class IsTree(Task):
     one vocabulary (and one model) serves every n <= max_nodes.
     """
 
+    name = "istree"
+    help = ("IsTree (W): is an edge-list graph a tree? formats vanilla, cot, rag; "
+            "options distribution=binary|random, max_nodes")
+    family = "retrieval"  # study W: CoT and RAG turn it into retrieval from the context
     formats = FORMATS
     min_length = 4
 
     def __init__(self, format: str = "cot", distribution: str = "binary", max_nodes: int | None = None,
-                 n_max: int | None = None):
+                 n_max: int | None = None, min_length: int | None = None):
+        super().__init__(min_length)
         if format not in FORMATS:
             raise SeqgapError(f"istree: unknown format {format!r}; choose from {', '.join(FORMATS)}")
         if distribution not in DISTRIBUTIONS:
             raise SeqgapError(f"istree: unknown distribution {distribution!r}; choose from {', '.join(DISTRIBUTIONS)}")
         if max_nodes is not None and n_max is not None and max_nodes != n_max:
             raise SeqgapError(f"istree: max_nodes={max_nodes} and its alias n_max={n_max} disagree")
-        size = _as_int("max_nodes", "istree", max_nodes if max_nodes is not None else n_max if n_max is not None else 64)
-        if size < self.min_length:
-            raise SeqgapError(f"istree: max_nodes must be >= {self.min_length}, got {size}")
+        size = as_int("max_nodes", "istree", max_nodes if max_nodes is not None else n_max if n_max is not None else 64)
+        if size < IsTree.min_length:
+            raise SeqgapError(f"istree: max_nodes must be >= {IsTree.min_length}, got {size}")
         self.format, self.distribution, self.max_nodes = format, distribution, int(size)
         self.vocab = istree_vocab(self.max_nodes)
         self._graph = GRAPHS[distribution]
@@ -388,6 +463,33 @@ class IsTree(Task):
         n = int(length)
         self.check_length(n)
         return n, tuple(self._graph(rng, n))
+
+    def problem_key(self, problem: Hashable) -> Hashable:
+        """(n, the edge set): edge order and orientation are presentation, not a new graph."""
+        n, edges = problem
+        return n, frozenset((u, v) if u < v else (v, u) for u, v in edges)
+
+    def num_problems(self, length: int) -> int | None:
+        """Distinct edge sets the distribution draws (exact; None above 2**62).  Drawn by
+        rejection, never enumerated: neither distribution is uniform over its edge sets."""
+        n = int(length)
+        self.check_length(n)
+        count = (binary_graph_count if self.distribution == "binary" else random_graph_count)(n)
+        return count if count < _COUNT_LIMIT else None
+
+    def shortcut_baseline(self, val_problems: Sequence[Hashable],
+                          train_problems: Sequence[Hashable] = ()) -> dict[str, Any] | None:
+        """The answer from a statistic that is no DFS, exact for the lengths of ``val_problems``:
+        "binary": node degrees (0.594 / 0.536 / 0.517 at n = 8 / 16 / 32); "random": "a tree iff
+        every node appears in the edge list" (0.91 / 0.97 / 0.997).  Every format: a CoT/RAG
+        model may answer without its trace."""
+        if not val_problems:
+            return None
+        rule, name = ((binary_degree_accuracy, "node degrees") if self.distribution == "binary"
+                      else (random_cover_accuracy, "every node appears in the edge list"))
+        lengths = [int(p[0]) for p in val_problems]
+        acc = {n: rule(n) for n in set(lengths)}
+        return {"name": name, "accuracy": sum(acc[n] for n in lengths) / len(lengths), "exact": True}
 
     def encode(self, problem: Hashable) -> Example:
         n, edges = problem
@@ -431,8 +533,6 @@ class IsTree(Task):
         read from the data); other formats generate without a tool."""
         if self.format != "rag":
             return None
-        from seqgap.training.retrieval_tool import RetrievalTool
-
         return RetrievalTool(self.vocab)
 
     def max_new_tokens(self, example: Example) -> int:

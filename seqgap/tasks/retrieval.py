@@ -29,8 +29,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, SEP, SPECIALS, Example, Task, Vocab, register_task
-from seqgap.tasks.state_tracking import _as_int
+from seqgap.tasks.base import BOS, SEP, SPECIALS, Example, Task, Vocab, as_int
 
 FORMATS = ("vanilla",)  # answered directly; W's retrieval tasks need no CoT
 _BOS_ID, _SEP_ID = SPECIALS.index(BOS), SPECIALS.index(SEP)
@@ -38,7 +37,7 @@ _COUNT_LIMIT = 2**62  # num_problems above this is "astronomically many" (None)
 
 
 def _int_option(task: str, name: str, value: Any, low: int) -> int:
-    out = _as_int(name, task, value)
+    out = as_int(name, task, value)
     if out < low:
         raise SeqgapError(f"{task}: {name} must be >= {low}, got {out}")
     return out
@@ -70,10 +69,13 @@ def _partial_permutation(index: int, pool: int, count: int) -> tuple[int, ...]:
 class RetrievalTask(Task):
     """Shared machinery: vocab of named token groups, next-token examples scored at the answers."""
 
+    family = "retrieval"
     formats = FORMATS
     min_length = 1
 
-    def __init__(self, format: str, groups: dict[str, list[str]]):
+    def __init__(self, format: str, groups: dict[str, list[str]], min_length: int | None = None,
+                 floor: int | None = None):
+        super().__init__(min_length, floor=floor)
         if format not in FORMATS:
             raise SeqgapError(f"{self.name}: unknown format {format!r}; choose from {', '.join(FORMATS)}")
         self.format = format
@@ -108,16 +110,19 @@ def _data_symbols(alphabet: int) -> list[str]:
     return [f"x{i}" for i in range(alphabet)]
 
 
-@register_task("index", help="Index (W): n tokens, then a position i; answer the i-th token. "
-                             "options alphabet, max_length")
 class Index(RetrievalTask):
     """Index: ``[BOS] x_0..x_{n-1} [SEP] p_i x_i`` (0-based positions; tokens iid uniform)."""
 
-    def __init__(self, alphabet: int = 16, max_length: int = 64, format: str = "vanilla"):
+    name = "index"
+    help = ("Index (W): n tokens, then a position i; answer the i-th token. "
+            "options alphabet, max_length")
+
+    def __init__(self, alphabet: int = 16, max_length: int = 64, format: str = "vanilla",
+                 min_length: int | None = None):
         self.alphabet = _int_option("index", "alphabet", alphabet, 2)
         self.max_length = _int_option("index", "max_length", max_length, 1)
         super().__init__(format, {"x": _data_symbols(self.alphabet),
-                                  "p": [f"p{i}" for i in range(self.max_length)]})
+                                  "p": [f"p{i}" for i in range(self.max_length)]}, min_length)
 
     def check_length(self, length: int) -> None:
         super().check_length(length)
@@ -149,6 +154,15 @@ class Index(RetrievalTask):
     def chance_accuracy(self) -> float:
         return 1.0 / self.alphabet
 
+    def shortcut_baseline(self, val_problems: Sequence[Hashable],
+                          train_problems: Sequence[Hashable] = ()) -> dict[str, Any] | None:
+        """Guess the context's most frequent token, ignoring the position: its expected accuracy
+        on ``val_problems`` (the queried position is uniform, so per problem: max count / n)."""
+        if not val_problems:
+            return None
+        acc = [max(np.bincount(xs)) / len(xs) for xs, _ in val_problems]
+        return {"name": "context guess (most frequent token)", "accuracy": float(np.mean(acc)), "exact": False}
+
     def max_tokens(self, length: int) -> int:
         return int(length) + 3
 
@@ -159,11 +173,11 @@ class Index(RetrievalTask):
 class _KeyValueTask(RetrievalTask):
     """n key-value pairs with distinct keys (so every query has one answer); keys and values are disjoint token sets."""
 
-    def __init__(self, alphabet: int, values: int | None, format: str):
+    def __init__(self, alphabet: int, values: int | None, format: str, min_length: int | None):
         self.alphabet = _int_option(self.name, "alphabet", alphabet, 2)
         self.values = _int_option(self.name, "values", self.alphabet if values is None else values, 2)
         super().__init__(format, {"k": [f"k{i}" for i in range(self.alphabet)],
-                                  "v": [f"v{i}" for i in range(self.values)]})
+                                  "v": [f"v{i}" for i in range(self.values)]}, min_length)
 
     def check_length(self, length: int) -> None:
         super().check_length(length)
@@ -193,17 +207,44 @@ class _KeyValueTask(RetrievalTask):
     def chance_accuracy(self) -> float:
         return 1.0 / self.values
 
+    def _queries(self, problem: Hashable) -> Sequence[int]:
+        """Indices of the queried pairs, in query order."""
+        raise NotImplementedError
+
+    def shortcut_baseline(self, val_problems: Sequence[Hashable],
+                          train_problems: Sequence[Hashable] = ()) -> dict[str, Any] | None:
+        """The context guess of ``report/retrieval.py``: know *which values* the context holds, not
+        which key has which, and answer each query with the most frequent value among the pairs not
+        yet answered (earlier answers are shown).  Per query its expected accuracy is that value's
+        count / the pairs left (the queried key is uniform among them); averaged over the queries
+        of ``val_problems``.  Distinct values give 1/n (AR) and H_n / n (MQAR); repeats give more."""
+        if not val_problems:
+            return None
+        acc = []
+        for problem in val_problems:
+            values = problem[1]
+            left = np.bincount(values, minlength=self.values)
+            remaining = len(values)
+            for q in self._queries(problem):
+                acc.append(left.max() / remaining)
+                left[values[q]] -= 1
+                remaining -= 1
+        return {"name": "context guess (values in context)", "accuracy": float(np.mean(acc)), "exact": False}
+
     def _options(self) -> dict[str, Any]:
         return {"alphabet": self.alphabet, "values": self.values}
 
 
-@register_task("ar", help="associative recall (W): n key-value pairs, a query key; answer its value. "
-                          "options alphabet (keys), values")
 class AssociativeRecall(_KeyValueTask):
     """AR: ``[BOS] k_1 v_1 .. k_n v_n [SEP] k_q v_q``; keys distinct, so "the token after k_q" is unique."""
 
-    def __init__(self, alphabet: int = 64, values: int | None = None, format: str = "vanilla"):
-        super().__init__(alphabet, values, format)
+    name = "ar"
+    help = ("associative recall (W): n key-value pairs, a query key; answer its value. "
+            "options alphabet (keys), values")
+
+    def __init__(self, alphabet: int = 64, values: int | None = None, format: str = "vanilla",
+                 min_length: int | None = None):
+        super().__init__(alphabet, values, format, min_length)
 
     def sample_problem(self, rng: np.random.Generator, length: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         n = int(length)
@@ -224,12 +265,13 @@ class AssociativeRecall(_KeyValueTask):
         seq = [_BOS_ID, *self._kv_tokens(keys, values), _SEP_ID, *self._kv_tokens([keys[q]], [values[q]])]
         return self._example(seq, [2 * n + 3], n)
 
+    def _queries(self, problem: Hashable) -> Sequence[int]:
+        return (problem[2],)
+
     def max_tokens(self, length: int) -> int:
         return 2 * int(length) + 3
 
 
-@register_task("mqar", help="multi-query associative recall (zoology): n key-value pairs, then several "
-                            "queries each followed by its value; options alphabet, values, num_queries")
 class MultiQueryAR(_KeyValueTask):
     """MQAR (Arora et al. 2023, "Zoology"): ``[BOS] k_1 v_1 .. k_n v_n [SEP] k_q1 v_q1 .. k_qm v_qm``.
 
@@ -240,10 +282,14 @@ class MultiQueryAR(_KeyValueTask):
     so ``score_generation`` checks that one.
     """
 
+    name = "mqar"
+    help = ("multi-query associative recall (zoology): n key-value pairs, then several "
+            "queries each followed by its value; options alphabet, values, num_queries")
+
     def __init__(self, alphabet: int = 64, values: int | None = None, num_queries: int | None = None,
-                 format: str = "vanilla"):
+                 format: str = "vanilla", min_length: int | None = None):
         self.num_queries = None if num_queries is None else _int_option("mqar", "num_queries", num_queries, 1)
-        super().__init__(alphabet, values, format)
+        super().__init__(alphabet, values, format, min_length)
 
     def _m(self, n: int) -> int:
         m = n if self.num_queries is None else self.num_queries
@@ -274,6 +320,9 @@ class MultiQueryAR(_KeyValueTask):
         seq = [_BOS_ID, *self._kv_tokens(keys, values), _SEP_ID, *queried]
         return self._example(seq, [2 * n + 3 + 2 * j for j in range(m)], n)
 
+    def _queries(self, problem: Hashable) -> Sequence[int]:
+        return problem[2]
+
     def max_tokens(self, length: int) -> int:
         n = int(length)
         return 2 * n + 2 * self._m(n) + 1
@@ -282,8 +331,6 @@ class MultiQueryAR(_KeyValueTask):
         return {**super()._options(), "num_queries": self.num_queries}
 
 
-@register_task("cgram", help="c-gram retrieval (W): n tokens, a (c-1)-gram occurring once; answer the "
-                             "token completing it. options c (default 3), alphabet")
 class CGram(RetrievalTask):
     """c-gram retrieval: ``[BOS] x_1..x_n [SEP] g_1..g_{c-1} y``.
 
@@ -294,11 +341,15 @@ class CGram(RetrievalTask):
     a token seldom occurs exactly once.
     """
 
-    def __init__(self, c: int = 3, alphabet: int = 16, format: str = "vanilla"):
+    name = "cgram"
+    help = ("c-gram retrieval (W): n tokens, a (c-1)-gram occurring once; answer the "
+            "token completing it. options c (default 3), alphabet")
+
+    def __init__(self, c: int = 3, alphabet: int = 16, format: str = "vanilla", min_length: int | None = None):
         self.c = _int_option("cgram", "c", c, 2)
         self.alphabet = _int_option("cgram", "alphabet", alphabet, 2)
-        self.min_length = self.c
-        super().__init__(format, {"x": _data_symbols(self.alphabet)})
+        # a c-gram needs n >= c tokens: the shortest length depends on the option
+        super().__init__(format, {"x": _data_symbols(self.alphabet)}, min_length, floor=self.c)
 
     def sample_problem(self, rng: np.random.Generator, length: int) -> tuple[tuple[int, ...], int]:
         n = int(length)
@@ -333,8 +384,6 @@ class CGram(RetrievalTask):
         return {"c": self.c, "alphabet": self.alphabet}
 
 
-@register_task("counting", help="Counting (W): n tokens, a token q and a number t; answer 1 if q occurs "
-                                "more than t times. options alphabet, max_length, threshold")
 class Counting(RetrievalTask):
     """Counting: ``[BOS] x_1..x_n [SEP] q #t y`` with y = 1 iff q occurs more than t times.
 
@@ -345,13 +394,17 @@ class Counting(RetrievalTask):
     (except at the edges: count 0 means y = 0, count n means y = 1).
     """
 
+    name = "counting"
+    help = ("Counting (W): n tokens, a token q and a number t; answer 1 if q occurs "
+            "more than t times. options alphabet, max_length, threshold")
+
     def __init__(self, alphabet: int = 16, max_length: int = 64, threshold: int | None = None,
-                 format: str = "vanilla"):
+                 format: str = "vanilla", min_length: int | None = None):
         self.alphabet = _int_option("counting", "alphabet", alphabet, 2)
         self.max_length = _int_option("counting", "max_length", max_length, 1)
         self.threshold = None if threshold is None else _int_option("counting", "threshold t", threshold, 0)
         super().__init__(format, {"x": _data_symbols(self.alphabet),
-                                  "#": [f"#{t}" for t in range(self.max_length)], "y": ["0", "1"]})
+                                  "#": [f"#{t}" for t in range(self.max_length)], "y": ["0", "1"]}, min_length)
 
     def check_length(self, length: int) -> None:
         super().check_length(length)
@@ -387,6 +440,18 @@ class Counting(RetrievalTask):
     @property
     def chance_accuracy(self) -> float:
         return 0.5
+
+    def shortcut_baseline(self, val_problems: Sequence[Hashable],
+                          train_problems: Sequence[Hashable] = ()) -> dict[str, Any] | None:
+        """The count of q without the threshold t (exact): count = t + y, so it fixes y only at the
+        edges (0 -> 0, n -> 1, probability 1/n together) and is a coin flip otherwise:
+        1/2 + 1/(2n), averaged over the lengths of ``val_problems``.  With a fixed ``threshold``
+        the count *is* the answer (no shortcut: that is the task), so None."""
+        if self.threshold is not None or not val_problems:
+            return None
+        lengths = [len(xs) for xs, _, _ in val_problems]
+        return {"name": "count of q alone", "accuracy": float(np.mean([0.5 + 0.5 / n for n in lengths])),
+                "exact": True}
 
     def max_tokens(self, length: int) -> int:
         return int(length) + 4

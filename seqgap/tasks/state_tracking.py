@@ -42,30 +42,22 @@ import numpy as np
 import torch
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab, register_task
+from seqgap.tasks.base import BOS, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab, as_int
 
 FORMATS = ("outcome", "cot", "acot")
 _OFF = len(SPECIALS)  # token id of symbol j is _OFF + j
 _PAD_ID, _BOS_ID, _SEP_ID, _EOS_ID = (SPECIALS.index(s) for s in (PAD, BOS, SEP, EOS))
 
 
-def _as_int(name: str, task: str, value: Any) -> int:
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}") from None
-    if out != value and str(out) != str(value).strip():
-        raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}")
-    return out
-
-
 class StateTrackingTask(Task):
     """Common machinery: a finite group given by its multiplication table."""
 
+    family = "state-tracking"
     formats = FORMATS
     min_length = 2
 
-    def __init__(self, symbols: Sequence[str], format: str):
+    def __init__(self, symbols: Sequence[str], format: str, min_length: int | None = None):
+        super().__init__(min_length)
         if format not in FORMATS:
             raise SeqgapError(f"{self.name}: unknown format {format!r}; choose from {', '.join(FORMATS)}")
         self.format = format
@@ -219,16 +211,16 @@ class StateTrackingTask(Task):
         return 2 * int(length) + 2 if self.format == "cot" else int(length)
 
 
-@register_task("modadd", help="modular addition over Z_m (option m >= 2); formats outcome, cot, acot")
 class ModAdd(StateTrackingTask):
     """Modular addition: s_n = (x_1 + ... + x_n) mod m."""
 
-    def __init__(self, m: int = 5, format: str = "outcome"):
-        m = _as_int("m", self.name, m)
-        if m < 2:
-            raise SeqgapError(f"{self.name}: m must be >= 2, got {m}")
-        self.m = m
-        super().__init__([str(i) for i in range(m)], format)
+    name = "modadd"
+    help = "modular addition over Z_m (option m >= 2); formats outcome, cot, acot"
+    size_param, size_range = "m", (2, None)
+
+    def __init__(self, m: int = 5, format: str = "outcome", min_length: int | None = None):
+        self.m = ModAdd.check_size(m)  # ModAdd's option, also when a subclass (parity) fixes it
+        super().__init__([str(i) for i in range(self.m)], format, min_length)
 
     def compose(self, a: int, b: int) -> int:
         return (a + b) % self.m
@@ -240,12 +232,15 @@ class ModAdd(StateTrackingTask):
         return {"name": self.name, "m": self.m, "format": self.format}
 
 
-@register_task("parity", help="parity of a bit string (modadd with m = 2); formats outcome, cot, acot")
 class Parity(ModAdd):
-    """Parity: modular addition with m = 2 fixed."""
+    """Parity: modular addition with m = 2 fixed (so no size option)."""
 
-    def __init__(self, format: str = "outcome"):
-        super().__init__(m=2, format=format)
+    name = "parity"
+    help = "parity of a bit string (modadd with m = 2); formats outcome, cot, acot"
+    size_param, size_range = None, None
+
+    def __init__(self, format: str = "outcome", min_length: int | None = None):
+        super().__init__(m=2, format=format, min_length=min_length)
 
 
 def _is_even(p: tuple[int, ...]) -> bool:
@@ -253,14 +248,16 @@ def _is_even(p: tuple[int, ...]) -> bool:
     return inversions % 2 == 0
 
 
-@register_task("permutation", help="composition in S_k or A_k (options k in 3..6, group S|A); formats outcome, cot, acot")
 class Permutation(StateTrackingTask):
     """Permutation composition: s_n = x_n o ... o x_1, one token per group element."""
 
-    def __init__(self, k: int = 5, group: str = "S", format: str = "outcome"):
-        k = _as_int("k", self.name, k)
-        if not 3 <= k <= 6:
-            raise SeqgapError(f"{self.name}: k must be in 3..6, got {k}")
+    name = "permutation"
+    help = "composition in S_k or A_k (options k in 3..6, group S|A); formats outcome, cot, acot"
+    # k <= 6: |S_6| = 720 tokens; S_7 would be 5040 tokens and a 5040 x 5040 table
+    size_param, size_range = "k", (3, 6)
+
+    def __init__(self, k: int = 5, group: str = "S", format: str = "outcome", min_length: int | None = None):
+        k = self.check_size(k)
         if group not in ("S", "A"):
             raise SeqgapError(f"{self.name}: group must be 'S' (symmetric) or 'A' (alternating), got {group!r}")
         self.k, self.group = k, group
@@ -275,7 +272,7 @@ class Permutation(StateTrackingTask):
         code_of[P @ weights] = np.arange(len(perms))
         self.mult = code_of[composed @ weights]  # (G, G)
         assert (self.mult >= 0).all(), "group not closed under composition"
-        super().__init__(["p" + "".join(map(str, p)) for p in perms], format)
+        super().__init__(["p" + "".join(map(str, p)) for p in perms], format, min_length)
 
     def compose(self, a: int, b: int) -> int:
         return int(self.mult[a, b])

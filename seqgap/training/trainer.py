@@ -1,9 +1,18 @@
-"""Train one model on one task: the unit every study is built from.
+"""Train one model on one task: the unit every study is built from, and the one training core.
 
 ``train(config)`` builds the task, its unique train/validation split, the model,
 and runs the optimiser for at most ``config.train.steps`` steps, evaluating
 every ``eval_every`` steps.  The minimum validation loss over training is what
 counts (E's protocol); a run succeeds when it drops below ``success_loss``.
+
+The pieces, each used by the single run *and* by the ensemble (``ensemble.py``),
+so the two cannot drift apart:
+
+* :class:`RunState`  -- history, best loss, success, the stopping rules;
+* :func:`evaluate`   -- validation metrics of E members from their logits;
+* :func:`update_step` -- one optimiser step (forward, loss, backward, clip, step);
+* :class:`Run`        -- one run in progress (model, optimiser, data order, state),
+  with :meth:`Run.result` turning it into the stored summary.
 
 ``run(config, store)`` is the cached version: a finished run with the same
 config hash is returned from the store instead of being trained again.
@@ -12,16 +21,20 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqgap.config import RunConfig
+from seqgap.config import RunConfig, TrainConfig
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import Batch, Task, make_task
+from seqgap.models.registry import build_model
+from seqgap.tasks.base import Batch, Task
+from seqgap.tasks.catalog import make_task
+from seqgap.tasks.dataset import Splits, build_splits, check_sizes
 
 
 @dataclass
@@ -41,11 +54,13 @@ class RunResult:
         s = self.summary
         c = self.config
         tag = " (from store)" if self.cached else ""
+        variant = ", ".join([f"size {c['model_size']}"] * bool(c.get("model_size"))
+                            + [f"{k}={v}" for k, v in (c.get("model_options") or {}).items()])
         return (f"{'SUCCESS' if s['success'] else 'FAIL'}{tag}: {c['model']} on {c['task']} "
                 f"{_fmt_params(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} | "
                 f"best val loss {num(s['best_val_loss']):.3g} at step {s['best_step']} | "
                 f"val seq acc {num(s['val_seq_acc']):.3f} | {s['steps']} steps, {s['seconds']:.1f}s, "
-                f"{s['tokens_per_s']:,.0f} tok/s | {s['n_params']:,} params")
+                f"{s['tokens_per_s']:,.0f} tok/s | {s['n_params']:,} params" + (f" ({variant})" if variant else ""))
 
 
 def num(x: Any) -> float:
@@ -63,8 +78,6 @@ def build_task(config: RunConfig) -> Task:
     task = make_task(config.task, **config.task_params)
     if config.max_length < task.min_length:
         raise SeqgapError(f"{config.task}: max length L must be >= {task.min_length}, got {config.max_length}")
-    if config.n_train < 0:
-        raise SeqgapError(f"training-set size must be >= 0 (0 = fresh samples every step), got {config.n_train}")
     return task
 
 
@@ -81,55 +94,104 @@ def positions_needed(task: Task, config: RunConfig) -> int:
 
 
 def build_model_for(task: Task, config: RunConfig):
-    from seqgap.models.registry import build_model
-
     return build_model(config.model, vocab_size=len(task.vocab), max_len=positions_needed(task, config),
                        size=config.model_size, **config.model_options)
 
 
-def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+def check_device(device: str) -> None:
+    """One line for a device this machine does not have (before any work)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise SeqgapError(f"--device: {device!r} is not a device ({e}); use cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SeqgapError(f"--device {device}: no CUDA device on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SeqgapError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+        return
+    if dev.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise SeqgapError(f"--device {device}: not available here; use cpu or cuda")
+
+
+def prepare(config: RunConfig) -> tuple[Task, Any]:
+    """Every check a run needs, before any data is generated: options, device, task, data
+    sizes and model (one line for any failure).  Returns the task and a freshly built model."""
+    config.validate()
+    check_device(config.train.device)
+    task = build_task(config)
+    if config.n_train:  # streaming (N = 0) draws fresh problems: nothing to run out of
+        check_sizes(task, config.max_length, config.length_dist, config.n_train, config.n_val)
+    return task, build_model_for(task, config)
+
+
+def masked_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over trained positions.  logits (B, T, V)."""
     m = batch.loss_mask
-    return F.cross_entropy(logits[m], batch.targets[m])
+    return F.cross_entropy(logits[m], batch.targets[m], label_smoothing=label_smoothing)
 
 
 @torch.no_grad()
-def evaluate_batches(model, batches: Sequence[Batch], device: str) -> dict[str, float]:
-    """Loss on trained positions; token / sequence / final-answer accuracy on scored positions."""
-    was_training = model.training
-    model.eval()
-    loss_sum, loss_n, tok_right, tok_n, seq_right, seq_n, fin_right = 0.0, 0, 0, 0, 0, 0, 0
+def evaluate(logits_of: Callable[[torch.Tensor], torch.Tensor], batches: Sequence[Batch], n_members: int,
+             device: str) -> list[dict[str, float]]:
+    """Validation metrics of ``n_members`` models at once; ``logits_of(inputs (B, T))`` gives (E, B, T, V).
+
+    Loss on trained positions (NaN, never a success, when there is none); token / sequence /
+    final-answer accuracy on scored positions.
+    """
+    E = n_members
+    loss_sum = torch.zeros(E, dtype=torch.float64)
+    loss_n = tok_n = seq_n = 0
+    tok_right = torch.zeros(E, dtype=torch.long)
+    seq_right = torch.zeros(E, dtype=torch.long)
+    fin_right = torch.zeros(E, dtype=torch.long)
     for batch in batches:
         batch = batch.to(device)
-        logits = model(batch.inputs)  # (B, T, V)
+        logits = logits_of(batch.inputs)  # (E, B, T, V)
         lm = batch.loss_mask
         if lm.any():
-            loss_sum += F.cross_entropy(logits[lm], batch.targets[lm], reduction="sum").item()
+            ce = F.cross_entropy(logits[:, lm].flatten(0, 1), batch.targets[lm].repeat(E), reduction="none")
+            loss_sum += ce.view(E, -1).double().sum(1).cpu()
             loss_n += int(lm.sum())
-        right = (logits.argmax(-1) == batch.targets) | ~batch.mask  # (B, T)
-        tok_right += int(((logits.argmax(-1) == batch.targets) & batch.mask).sum())
+        hit = logits.argmax(-1) == batch.targets  # (E, B, T)
+        right = hit | ~batch.mask
+        tok_right += (hit & batch.mask).flatten(1).sum(1).cpu()
         tok_n += int(batch.mask.sum())
-        seq_right += int(right.all(dim=1).sum())
+        seq_right += right.all(dim=2).sum(1).cpu()
         seq_n += len(batch)
         # final answer: the last scored position of each sequence
         T = batch.mask.shape[1]
         last = T - 1 - torch.argmax(batch.mask.flip(1).int(), dim=1)  # (B,)
-        fin_right += int(right.gather(1, last[:, None]).sum())
-    model.train(was_training)
-    return {
-        "val_loss": loss_sum / loss_n if loss_n else float("nan"),  # no data is never a success
-        "val_token_acc": tok_right / max(tok_n, 1),
-        "val_seq_acc": seq_right / max(seq_n, 1),
-        "val_final_acc": fin_right / max(seq_n, 1),
-    }
+        fin_right += right.gather(2, last.view(1, -1, 1).expand(E, -1, 1)).flatten(1).sum(1).cpu()
+    return [{
+        "val_loss": float(loss_sum[e]) / loss_n if loss_n else float("nan"),
+        "val_token_acc": int(tok_right[e]) / max(tok_n, 1),
+        "val_seq_acc": int(seq_right[e]) / max(seq_n, 1),
+        # the last scored position: the answer token for outcome/ACoT/vanilla, the closing token of a
+        # CoT/RAG trace (which teacher forcing gives away): free generation scores CoT answers
+        "val_final_acc": int(fin_right[e]) / max(seq_n, 1),
+    } for e in range(E)]
 
 
-def _chunks(seq: Sequence, size: int):
+def evaluate_batches(model, batches: Sequence[Batch], device: str) -> dict[str, float]:
+    """:func:`evaluate` for one model (in eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(lambda x: model(x)[None], batches, 1, device)[0]
+    finally:
+        model.train(was_training)
+
+
+def chunks(seq: Sequence, size: int) -> Iterator[Sequence]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
 
 
-def lr_at(step: int, cfg) -> float:
+def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning-rate multiplier: linear warm-up, then constant or cosine decay to 0."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -139,79 +201,273 @@ def lr_at(step: int, cfg) -> float:
     return 1.0
 
 
-def make_optimizer(model, cfg) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def param_groups(named: dict[str, torch.Tensor], no_decay: set[str], weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: weight decay only where the model allows it (never on biases, norms, A_log, ...)."""
+    params = {n: p for n, p in named.items() if p.requires_grad}
+    if not weight_decay:
+        return [{"params": list(params.values()), "weight_decay": 0.0}]
+    decay = [p for n, p in params.items() if n not in no_decay]
+    keep = [p for n, p in params.items() if n in no_decay]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def make_optimizer(model, cfg: TrainConfig, named: dict[str, torch.Tensor] | None = None) -> torch.optim.Optimizer:
+    """AdamW/Adam over ``named`` (default: the model's parameters); groups by :func:`param_groups`."""
+    named = dict(model.named_parameters()) if named is None else named
+    no_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    groups = param_groups(named, no_decay, cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     raise SeqgapError(f"unknown optimizer {cfg.optimizer!r}; use adam or adamw")
 
 
-def validate(config: RunConfig) -> None:
-    t = config.train
-    from seqgap.tasks.dataset import LENGTH_DISTS
-
-    if config.length_dist not in LENGTH_DISTS:
-        raise SeqgapError(f"unknown length distribution {config.length_dist!r}; use one of {', '.join(LENGTH_DISTS)}")
-    if t.schedule not in ("constant", "cosine"):
-        raise SeqgapError(f"unknown schedule {t.schedule!r}; use constant or cosine")
-    for name in ("batch_size", "steps", "eval_every"):
-        if getattr(t, name) <= 0:
-            raise SeqgapError(f"{name} must be positive, got {getattr(t, name)}")
-    if not t.lr > 0:
-        raise SeqgapError(f"learning rate must be positive, got {t.lr}")
-    if t.weight_decay < 0:
-        raise SeqgapError(f"weight decay must be >= 0, got {t.weight_decay}")
-    if t.threads is not None and t.threads < 1:
-        raise SeqgapError(f"threads must be >= 1, got {t.threads}")
-    if config.n_val is not None and config.n_val < 1:
-        raise SeqgapError(f"the validation set needs at least 1 sample (success is judged on it), got n_val={config.n_val}")
-    if any(L < 2 for L in config.eval_lengths):
-        raise SeqgapError(f"evaluation lengths must be >= 2, got {list(config.eval_lengths)}")
+def update_step(forward: Callable[[torch.Tensor], torch.Tensor], params: Sequence[torch.Tensor],
+                opt: torch.optim.Optimizer, batch: Batch, lr: float, cfg: TrainConfig) -> float:
+    """One optimiser step on one batch; returns the training loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss = masked_loss(forward(batch.inputs), batch, cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return loss.item()
 
 
-def check_data_size(task: Task, config: RunConfig) -> None:
-    """Fail fast when N exceeds the distinct training samples (before any data is generated)."""
-    from seqgap.tasks.dataset import check_sizes
+@contextmanager
+def torch_threads(cfg: TrainConfig):
+    """The run's CPU thread count, restored afterwards.  On CPU a run uses one thread unless
+    ``threads`` says otherwise, so its numbers never depend on how it was scheduled (matmul
+    rounding depends on the thread count; sweep workers run one thread each)."""
+    n = cfg.threads or (1 if torch.device(cfg.device).type == "cpu" else 0)
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
-    if config.n_train:  # streaming (N = 0) draws fresh problems: nothing to run out of
-        check_sizes(task, config.max_length, config.length_dist, config.n_train, config.n_val)
+
+# ---- run state: one implementation of the bookkeeping and the stopping rules -----------
+
+@dataclass
+class RunState:
+    """History, best validation loss, success and the stopping rules of one run."""
+
+    cfg: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_loss: float = float("inf")
+    best_step: int = 0
+    best_record: dict[str, Any] | None = None
+    success: bool = False
+    stop_reason: str | None = None  # None while running; budget | success | plateau | diverged | abandoned
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    train_loss_sum: float = 0.0
+    train_loss_n: int = 0
+    evals_since_improve: int = 0
+    last_improve_value: float = float("inf")
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
+
+    def after_step(self, loss: float, tokens: int) -> None:
+        self.step += 1
+        self.tokens += tokens
+        self.train_loss_sum += loss
+        self.train_loss_n += 1
+        if not math.isfinite(loss):
+            self.stop_reason = "diverged"
+
+    def eval_due(self) -> bool:
+        return not self.done and (self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps)
+
+    def after_eval(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """Record an evaluation; apply success, early stop and the plateau rule."""
+        tc = self.cfg
+        rec = {"step": self.step, "train_loss": self.train_loss_sum / max(self.train_loss_n, 1),
+               "seconds": self.seconds, **metrics}
+        self.train_loss_sum, self.train_loss_n = 0.0, 0
+        self.history.append(rec)
+        if rec["val_loss"] < self.best_loss:
+            self.best_loss, self.best_step, self.best_record = rec["val_loss"], self.step, rec
+        if rec["val_loss"] < tc.success_loss:
+            self.success = True
+            if tc.early_stop:
+                self.stop_reason = "success"
+                return rec
+        # failure early stop: no real progress for `patience_evals` evaluations
+        if self.best_loss < self.last_improve_value * (1 - tc.patience_rel):
+            self.last_improve_value, self.evals_since_improve = self.best_loss, 0
+        else:
+            self.evals_since_improve += 1
+        if (tc.patience_evals and self.evals_since_improve >= tc.patience_evals
+                and self.step >= tc.patience_min_frac * tc.steps and not self.success):
+            self.stop_reason = "plateau"
+        return rec
+
+    def after_budget(self) -> None:
+        if not self.done and self.step >= self.cfg.steps:
+            self.stop_reason = "budget"
 
 
-class DataSource:
-    """Training batches: a fixed set of N unique problems (shuffled each epoch), or fresh samples if N = 0."""
+# ---- data -------------------------------------------------------------------------------
+
+class RunData:
+    """What the runs of one grid point share: task, split and encoded validation batches."""
 
     def __init__(self, task: Task, config: RunConfig):
-        from seqgap.tasks.dataset import build_splits
-
         self.task = task
         self.config = config
-        n_train = config.n_train
-        self.splits = build_splits(task, config.max_length, config.length_dist, n_train, config.n_val,
-                                   seed=config.data_seed)
-        self.rng = np.random.default_rng([config.train.seed, 1])
         self.lengths = lengths_for(task, config)
+        self.splits: Splits = build_splits(task, config.max_length, config.length_dist, config.n_train,
+                                           config.n_val, seed=config.data_seed)
+        self.val_batches = [task.encode_batch(list(c)) for c in chunks(self.splits.val, 512)]
+
+    def train_order(self, seed: int) -> "TrainOrder":
+        return TrainOrder(self, np.random.default_rng([seed, 1]))
+
+
+class TrainOrder:
+    """One run's training problems, ordered by its seed: the fixed set reshuffled each epoch,
+    or (N = 0) fresh problems at random lengths."""
+
+    def __init__(self, data: RunData, rng: np.random.Generator):
+        self.data, self.rng = data, rng
         self._order: np.ndarray = np.empty(0, dtype=np.int64)
         self._pos = 0
 
-    def val_batches(self, batch_size: int = 512) -> list[Batch]:
-        return [self.task.encode_batch(list(c)) for c in _chunks(self.splits.val, batch_size)]
-
-    def next_batch(self, batch_size: int) -> Batch:
-        if self.config.n_train == 0:  # streaming: fresh problems at random lengths
-            probs = [self.task.sample_problem(self.rng, int(self.rng.choice(self.lengths))) for _ in range(batch_size)]
-            return self.task.encode_batch(probs)
-        train = self.splits.train
-        idx = []
+    def next_problems(self, batch_size: int) -> list:
+        task, rng = self.data.task, self.rng
+        if self.data.config.n_train == 0:  # streaming: fresh problems at random lengths
+            return [task.sample_problem(rng, int(rng.choice(self.data.lengths))) for _ in range(batch_size)]
+        train = self.data.splits.train
+        idx: list[int] = []
         while len(idx) < batch_size:
-            if self._pos >= len(self._order):
-                self._order = self.rng.permutation(len(train))
+            if self._pos >= len(self._order):  # a new epoch: reshuffle
+                self._order = rng.permutation(len(train))
                 self._pos = 0
             take = min(batch_size - len(idx), len(self._order) - self._pos)
             idx.extend(self._order[self._pos:self._pos + take].tolist())
             self._pos += take
-        return self.task.encode_batch([train[i] for i in idx])
+        return [train[i] for i in idx]
+
+
+# ---- one run ----------------------------------------------------------------------------
+
+ProgressFn = Callable[[int, dict[str, Any]], None]
+
+
+class Run:
+    """One run in progress: its model, optimiser, data order and :class:`RunState`.
+
+    ``advance()`` is one training step (and the evaluation that may follow it); the
+    ensemble calls it member after member.  The global torch RNG is saved and restored
+    around each step, so interleaved runs draw exactly what separate runs would.
+    """
+
+    def __init__(self, config: RunConfig, data: RunData):
+        tc = config.train
+        self.config, self.data, self.cfg = config, data, tc
+        torch.manual_seed(tc.seed)
+        self.model = build_model_for(data.task, config).to(tc.device)
+        self.rng_state = _rng_state(tc.device)
+        self.opt = make_optimizer(self.model, tc)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.order = data.train_order(tc.seed)
+        self.state = RunState(tc)
+        # torch.compile's default shape handling: static first, one dynamic-shape recompile if
+        # the batches' lengths vary (uniform lengths, CoT padding)
+        self.forward = torch.compile(self.model) if tc.compile else self.model
+        self.model.train()
+
+    def advance(self) -> dict[str, Any] | None:
+        """One step; returns the evaluation record when one was made."""
+        st, tc = self.state, self.cfg
+        t0 = time.perf_counter()
+        _set_rng_state(tc.device, self.rng_state)
+        batch = self.data.task.encode_batch(self.order.next_problems(tc.batch_size)).to(tc.device)
+        loss = update_step(self.forward, self.params, self.opt, batch, tc.lr * lr_at(st.step, tc), tc)
+        st.after_step(loss, batch.inputs.numel())
+        rec = None
+        if st.eval_due():
+            st.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            rec = st.after_eval(self.evaluate())
+        st.after_budget()
+        self.rng_state = _rng_state(tc.device)
+        st.seconds += time.perf_counter() - t0
+        return rec
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_batches(self.model, self.data.val_batches, self.cfg.device)
+
+    def result(self, keep_model: bool = True) -> RunResult:
+        """The run's summary (and the evaluations that follow training: generation, extra lengths)."""
+        return finish_run(self.config, self.data, self.state, self.model, self.evaluate, keep_model)
+
+
+def _rng_state(device: str) -> tuple:
+    dev = torch.device(device)
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None)
+
+
+def _set_rng_state(device: str, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], torch.device(device))
+
+
+def finish_run(config: RunConfig, data: RunData, st: RunState, model, evaluate_now: Callable[[], dict[str, float]],
+               keep_model: bool) -> RunResult:
+    """Summary of a finished run; ``model`` holds its final weights."""
+    task, tc = data.task, config.train
+    if st.best_record is None:  # diverged before the first evaluation
+        st.best_record = {"step": st.step, **evaluate_now()}
+        st.history.append(st.best_record)
+        st.best_loss, st.best_step = st.best_record["val_loss"], st.step
+    final = st.history[-1]
+    size = model.state_size()
+    summary = {
+        "success": st.success,
+        "stop_reason": st.stop_reason,
+        "best_val_loss": st.best_loss,
+        "best_step": st.best_step,
+        "steps": st.step,
+        "seconds": st.seconds,
+        "tokens_per_s": st.tokens / max(st.seconds, 1e-9),
+        "val_loss": final["val_loss"],
+        "val_token_acc": final["val_token_acc"],
+        "val_seq_acc": final["val_seq_acc"],
+        "val_final_acc": final["val_final_acc"],
+        "best_val_seq_acc": max(h["val_seq_acc"] for h in st.history),
+        "n_params": model.num_params(),
+        "n_trainable_params": model.num_params(trainable_only=True),
+        "state_floats": size.floats,
+        "state_per_token": size.per_token,
+        "n_train": len(data.splits.train) if config.n_train else 0,
+        "n_val": len(data.splits.val),
+        "max_positions": positions_needed(task, config),
+        "chance_accuracy": task.chance_accuracy,
+        "device": tc.device,
+    }
+    if config.gen_eval:
+        rng = np.random.default_rng([config.data_seed, 11])
+        val = data.splits.val
+        pick = rng.permutation(len(val))[: config.gen_eval]
+        summary.update(generation_eval(model, task, [val[i] for i in pick], tc.device))
+    if config.eval_lengths:
+        summary["eval_lengths"] = eval_at_lengths(model, task, config.eval_lengths, config.n_eval,
+                                                  config.data_seed, tc.device)
+    return RunResult(config.hash(), config.to_dict(), summary, st.history, cached=False,
+                     model=model if keep_model else None)
 
 
 def generation_eval(model, task: Task, problems: Sequence, device: str, batch_size: int = 64) -> dict[str, float]:
@@ -230,7 +486,7 @@ def generation_eval(model, task: Task, problems: Sequence, device: str, batch_si
     failures = 0
     was_training = model.training
     model.eval()
-    for chunk in _chunks(examples, batch_size):
+    for chunk in chunks(examples, batch_size):
         prompts = [e.sequence[: e.prompt_len] for e in chunk]
         budget = max(task.max_new_tokens(e) for e in chunk)
         results = greedy_generate(model, prompts, max_new_tokens=budget, stop_ids=task.generation_stop_ids(),
@@ -261,7 +517,7 @@ def eval_at_lengths(model, task: Task, lengths: Sequence[int], n: int, seed: int
     for L in lengths:
         rng = np.random.default_rng([seed, 7, L])
         probs = [task.sample_problem(rng, L) for _ in range(n)]
-        m = evaluate_batches(model, [task.encode_batch(c) for c in _chunks(probs, 256)], device)
+        m = evaluate_batches(model, [task.encode_batch(c) for c in chunks(probs, 256)], device)
         m.update(generation_eval(model, task, probs, device))
         m["acc"] = m.get("gen_acc", m["val_final_acc"])
         m["acc_normalized"] = (m["acc"] - chance) / (1 - chance) if chance < 1 else 0.0
@@ -269,112 +525,16 @@ def eval_at_lengths(model, task: Task, lengths: Sequence[int], n: int, seed: int
     return out
 
 
-ProgressFn = Callable[[int, dict[str, Any]], None]
-
-
 def train(config: RunConfig, progress: ProgressFn | None = None, keep_model: bool = True) -> RunResult:
     """Train one run (no store).  ``progress(step, record)`` is called after each evaluation."""
-    validate(config)
-    tc = config.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    task = build_task(config)
-    data = DataSource(task, config)
-    torch.manual_seed(tc.seed)
-    model = build_model_for(task, config).to(tc.device)
-    opt = make_optimizer(model, tc)
-    val_batches = data.val_batches()
-    # torch.compile's default shape handling: static first, one dynamic-shape recompile if the
-    # batches' lengths vary (uniform lengths, CoT padding)
-    forward = torch.compile(model) if tc.compile else model
-
-    history: list[dict[str, Any]] = []
-    best_loss, best_step, best_record = float("inf"), 0, None
-    success, stop_reason = False, "budget"
-    tokens, t0, train_loss_acc, train_loss_n = 0, time.perf_counter(), 0.0, 0
-    evals_since_improve, last_improve_value = 0, float("inf")
-    step = 0
-    model.train()
-    for step in range(1, tc.steps + 1):
-        for g in opt.param_groups:
-            g["lr"] = tc.lr * lr_at(step - 1, tc)
-        batch = data.next_batch(tc.batch_size).to(tc.device)
-        logits = forward(batch.inputs)
-        loss = masked_loss(logits, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        tokens += batch.inputs.numel()
-        train_loss_acc += loss.item()
-        train_loss_n += 1
-        if not math.isfinite(loss.item()):
-            stop_reason = "diverged"
-            break
-
-        if step % tc.eval_every == 0 or step == tc.steps:
-            rec = {"step": step, "train_loss": train_loss_acc / train_loss_n,
-                   "seconds": time.perf_counter() - t0, **evaluate_batches(model, val_batches, tc.device)}
-            train_loss_acc, train_loss_n = 0.0, 0
-            history.append(rec)
-            if rec["val_loss"] < best_loss:
-                best_loss, best_step, best_record = rec["val_loss"], step, rec
-            if progress:
-                progress(step, rec)
-            if rec["val_loss"] < tc.success_loss:
-                success = True
-                if tc.early_stop:
-                    stop_reason = "success"
-                    break
-            # failure early stop: no real progress for `patience_evals` evaluations
-            if best_loss < last_improve_value * (1 - tc.patience_rel):
-                last_improve_value, evals_since_improve = best_loss, 0
-            else:
-                evals_since_improve += 1
-            if (tc.patience_evals and evals_since_improve >= tc.patience_evals
-                    and step >= tc.patience_min_frac * tc.steps and not success):
-                stop_reason = "plateau"
-                break
-    seconds = time.perf_counter() - t0
-    if best_record is None:  # diverged before the first evaluation
-        best_record = {"step": step, **evaluate_batches(model, val_batches, tc.device)}
-        history.append(best_record)
-        best_loss, best_step = best_record["val_loss"], step
-    final = history[-1]
-    summary = {
-        "success": success,
-        "stop_reason": stop_reason,
-        "best_val_loss": best_loss,
-        "best_step": best_step,
-        "steps": step,
-        "seconds": seconds,
-        "tokens_per_s": tokens / max(seconds, 1e-9),
-        "val_loss": final["val_loss"],
-        "val_token_acc": final["val_token_acc"],
-        "val_seq_acc": final["val_seq_acc"],
-        "val_final_acc": final["val_final_acc"],
-        "best_val_seq_acc": max(h["val_seq_acc"] for h in history),
-        "n_params": model.num_params(),
-        "n_trainable_params": model.num_params(trainable_only=True),
-        "state_floats": model.state_size().floats,
-        "state_per_token": model.state_size().per_token,
-        "n_train": len(data.splits.train) if config.n_train else 0,
-        "n_val": len(data.splits.val),
-        "max_positions": positions_needed(task, config),
-        "chance_accuracy": task.chance_accuracy,
-        "device": tc.device,
-    }
-    if config.gen_eval:
-        rng = np.random.default_rng([config.data_seed, 11])
-        val = data.splits.val
-        pick = rng.permutation(len(val))[: config.gen_eval]
-        summary.update(generation_eval(model, task, [val[i] for i in pick], tc.device))
-    if config.eval_lengths:
-        summary["eval_lengths"] = eval_at_lengths(model, task, config.eval_lengths, config.n_eval,
-                                                  config.data_seed, tc.device)
-    return RunResult(config.hash(), config.to_dict(), summary, history, cached=False,
-                     model=model if keep_model else None)
+    with torch_threads(config.train):
+        task, _ = prepare(config)
+        run_ = Run(config, RunData(task, config))
+        while not run_.state.done:
+            rec = run_.advance()
+            if rec is not None and progress:
+                progress(run_.state.step, rec)
+        return run_.result(keep_model)
 
 
 def run(config: RunConfig, store=None, progress: ProgressFn | None = None, force: bool = False,

@@ -6,6 +6,9 @@ polynomial-time problem with CoT.  In the published code the search results are
 pre-computed in the data; here the search really runs, over the live context
 (the input edges plus everything generated so far), during generation.
 
+It lives with the tasks because it is IsTree's task knowledge (the meaning of
+its queries); generation code only receives it from ``task.generation_tool()``.
+
 Protocol (see :mod:`seqgap.tasks.istree` for the queries and the trace)::
 
     tool = RetrievalTool(task.vocab)        # or RetrievalTool(task)
@@ -38,7 +41,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from seqgap.tasks.base import BOS, EOS, Vocab
-from seqgap.tasks.istree import DASH, ENDSEARCH, FAILED, STARTSEARCH, TILDE
+
+# The query language: the tool's own tokens (IsTree's vocabulary includes them).  They are
+# defined here, not in istree.py, so the task imports the tool and never the other way round.
+STARTSEARCH, ENDSEARCH, FAILED = "[STARTSEARCH]", "[ENDSEARCH]", "[FAILED]"
+DASH, TILDE = "-", "~"
 
 _BLANK = "|"  # what a search span renders as in the records text
 
