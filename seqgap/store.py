@@ -403,7 +403,7 @@ class RunStore:
                         f.write(b"\n".join(torn) + b"\n")
                         f.flush()
                         os.fsync(f.fileno())
-                if len(kept) != len(lines):
+                if len(kept) != len(lines) or not lines:  # (an empty file is just removed)
                     _rewrite(self.spill_path, kept)
         except OSError as e:
             _warn(f"cannot merge spilled runs from {self.spill_path} ({e.strerror or e}); they stay there")
@@ -488,6 +488,7 @@ class RunStore:
         return found[0] if found else None
 
     def __contains__(self, run_id: str) -> bool:
+        """Whether ``get`` would return the run (an unreadable row does not count)."""
         return self.get(run_id) is not None
 
     def __len__(self) -> int:
@@ -510,7 +511,7 @@ class RunStore:
     def all(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Every readable run (oldest first); unreadable rows are skipped with a warning."""
         spilled = self._spilled()  # before the database: see get()
-        runs = {r["id"]: r for r in self._decoded(self._rows())}
+        runs = {r["id"]: r for r in self._decoded(self._rows(" ORDER BY created"))}
         for rid, r in spilled.items():
             if rid not in runs or r["created"] > runs[rid]["created"]:
                 runs[rid] = deepcopy(r)

@@ -27,8 +27,10 @@ def parse_typed(text: Any, annotation: Any, name: str) -> Any:
         return text
     kinds, optional = _base_types(annotation)
     s = text.strip()
-    if optional and s.lower() in ("none", "null", ""):
+    if optional and s.lower() in ("none", "null"):
         return None
+    if not s:
+        raise SeqgapError(f"{name}: empty value")
     kind = kinds[0]
     origin = typing.get_origin(kind)
     if origin in (tuple, list):

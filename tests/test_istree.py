@@ -216,7 +216,7 @@ def test_rag_records_follow_the_dfs():
         tour, _ = recursive_tour(9, ex.meta["edges"])
         entered, seen = [], {0}
         for a, b in zip(tour, tour[1:]):
-            if b not in seen:  # returns and the cycle-closing vertex revisit; entries are new
+            if b not in seen:  # returns revisit a vertex; entries are new
                 entered.append((b, a))
                 seen.add(b)
         assert records == [(0, 0)] + entered
@@ -312,6 +312,9 @@ def test_w_tour_handmade():
     ex = IsTree(format="cot").encode((4, edges))
     assert [t - NODE0 for t in trace_tokens(ex)[:-2]] == [0, 1, 2]  # seqgap wrote 0 1 2 0 before
     assert trace_tokens(ex)[-2:] == [EOS_ID, FALSE_ID]
+    assert is_valid_euler_tour(edges, [0, 1, 2], 4) and is_valid_euler_tour(edges, [0, 1, 2], 4, ordered=False)
+    assert not is_valid_euler_tour(edges, [0, 1, 2, 0], 4, ordered=False)  # the closing vertex is not written
+    assert not is_valid_euler_tour(edges, [0, 1], 4, ordered=False)  # 1 still has its unvisited neighbour 2
 
 
 @pytest.mark.parametrize("dist", DISTS)

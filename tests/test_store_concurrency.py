@@ -319,3 +319,24 @@ def test_claims_on_a_read_only_store_are_refused(tmp_path):
     for fn in (lambda: s.claim("r", "me", 5), lambda: s.heartbeat("r", "me"), lambda: s.release("r", "me")):
         with pytest.raises(SeqgapError, match="read-only"):
             fn()
+
+
+def test_spill_after_a_torn_append_and_delete_of_a_spilled_run(tmp_path, capfd):
+    path = str(tmp_path / "t.sqlite")
+    s = RunStore(path, lock_wait_s=0)
+    with open(s.spill_path, "wb") as f:
+        f.write(b'{"id": "cut", "config": {"a": ')  # an append killed mid-write: no newline
+    holder = LockHolder(path)
+    try:
+        for rid in ("keep", "drop"):
+            s.put(rid, {"id": rid}, {"ok": True})
+    finally:
+        holder.stop()
+    lines = open(s.spill_path, "rb").read().split(b"\n")
+    assert lines[0] == b'{"id": "cut", "config": {"a": ' and json.loads(lines[1])["id"] == "keep"  # own line
+    s.delete("drop")  # gone from the spill file too, so no merge brings it back
+    assert s.get("drop") is None and s.get("keep") is not None
+    s2 = RunStore(path)
+    assert "merged 1 spilled run" in capfd.readouterr().err
+    assert [r["id"] for r in s2.all()] == ["keep"] and not os.path.exists(s2.spill_path)
+    assert open(s2.rejected_path, "rb").read() == b'{"id": "cut", "config": {"a": \n'

@@ -330,7 +330,7 @@ class MambaMixer(nn.Module):
         return out, (conv, h)
 
     def init_state(self, batch_size: int, device=None):
-        dtype = self.A_log.dtype
+        dtype, device = self.A_log.dtype, self.A_log.device if device is None else device
         conv = torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype)  # last d_conv - 1 inputs
         h = torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype)  # SSM state
         return conv, h

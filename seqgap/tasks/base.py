@@ -28,9 +28,9 @@ have no prompt (``prompt_len = None``) and cannot be generated from.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-import inspect
 from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np

@@ -79,6 +79,7 @@ class Splits:
 
 
 def problem_keys(task: Task, problems: Iterable[Hashable]) -> set:
+    """The identities (``task.problem_key``) of ``problems``."""
     return {task.problem_key(p) for p in problems}
 
 
