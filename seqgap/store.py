@@ -454,14 +454,19 @@ class RunStore:
         return runs
 
     # ---- reading -------------------------------------------------------------
-    def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
-        if not self._has_runs:
-            return []
+    def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        # WAL readers never wait for writers; this only waits on a store that is not in WAL
+        # mode (e.g. opened read-only before any writer switched it) while it is written.
         try:
-            return self._retry(lambda c: c.execute(_SELECT + where, args).fetchall(), write=False)
+            return self._retry(fn, write=False)
         except _Locked:
             raise SeqgapError(f"run store {self.path!r} is locked by another process (waited "
                               f"{self.lock_wait_s:g} s to read it)") from None
+
+    def _rows(self, where: str = "", args: tuple = ()) -> list[tuple]:
+        if not self._has_runs:
+            return []
+        return self._read(lambda c: c.execute(_SELECT + where, args).fetchall())
 
     def _decoded(self, rows: list[tuple]) -> list[dict[str, Any]]:
         """Rows as runs; unreadable rows are skipped with one warning."""
@@ -495,16 +500,11 @@ class RunStore:
         """Rows in the database plus spilled runs not in it yet."""
         spilled = self._spilled()  # before the database: see get()
         if not self._has_runs:
-            n = 0
-        else:
-            try:
-                n = self._retry(lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone()[0], write=False)
-            except _Locked:
-                raise SeqgapError(f"run store {self.path!r} is locked by another process") from None
+            return len(spilled)
+        n = self._read(lambda c: c.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
         if spilled:
-            stored = {r[0] for r in self._retry(lambda c: c.execute(
-                f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(spilled))})", tuple(spilled)).fetchall(),
-                write=False)} if self._has_runs else set()
+            stored = {r[0] for r in self._read(lambda c: c.execute(
+                f"SELECT id FROM runs WHERE id IN ({','.join('?' * len(spilled))})", tuple(spilled)).fetchall())}
             n += sum(1 for rid in spilled if rid not in stored)
         return n
 
@@ -545,6 +545,7 @@ class RunStore:
         most ``ttl_s`` old; heartbeat well within it (``claiming`` beats every ttl/3).
         If the store stays locked for ``lock_wait_s`` this returns True with a
         warning: training without a claim risks duplicate work, never lost work.
+        Expiry compares time.time() of different processes: their clocks must agree.
         """
         _check_claim_args(owner, ttl_s)
         self._require_writable_for("claim runs")
@@ -554,11 +555,11 @@ class RunStore:
             c.execute(_CLAIMS_SCHEMA)
             # Claims of owners that died long ago would pile up: drop those ten ttls past expiry.
             c.execute("DELETE FROM claims WHERE heartbeat + 10 * ttl < ?", (now,))
-            held = c.execute("SELECT owner, heartbeat, ttl FROM claims WHERE run_id=?", (run_id,)).fetchone()
+            held = c.execute("SELECT owner, heartbeat, ttl, claimed FROM claims WHERE run_id=?",
+                             (run_id,)).fetchone()
             if held is not None and held[0] != owner and _alive(held[1], held[2], now):
                 return False
-            claimed = now if held is None or held[0] != owner else c.execute(
-                "SELECT claimed FROM claims WHERE run_id=?", (run_id,)).fetchone()[0]
+            claimed = held[3] if held is not None and held[0] == owner else now
             c.execute("INSERT OR REPLACE INTO claims (run_id, owner, claimed, heartbeat, ttl) VALUES (?,?,?,?,?)",
                       (run_id, owner, claimed, now, float(ttl_s)))
             return True
@@ -583,7 +584,7 @@ class RunStore:
             return self._retry(_if_claims(beat, False), write=True, wait_s=min(CLAIM_BOOKKEEPING_WAIT_S,
                                                                                  self.lock_wait_s))
         except _Locked:
-            return True  # nobody else can take it over while the lock is held either
+            return True  # a takeover needs the same write lock: nobody has taken it meanwhile
 
     def release(self, run_id: str, owner: str) -> bool:
         """Drop ``owner``'s claim; False when there was none (or the store stayed locked:
@@ -605,10 +606,7 @@ class RunStore:
         def read(c: sqlite3.Connection) -> list:
             return c.execute("SELECT run_id, owner, claimed, heartbeat, ttl FROM claims ORDER BY claimed").fetchall()
 
-        try:
-            rows = self._retry(_if_claims(read, []), write=False)
-        except _Locked:
-            raise SeqgapError(f"run store {self.path!r} is locked by another process") from None
+        rows = self._read(_if_claims(read, []))
         now = time.time()
         out = []
         for run_id, owner, claimed, beat, ttl in rows:

@@ -456,7 +456,3 @@ def main(args) -> int:
     log(f"retrieval-gap: {meta['trained']} trained, {meta['from_store']} from the store, {meta['failed']} failed; "
         f"wall {wall:.0f}s; report {out / 'summary.md'}")
     return 0 if meta["failed"] == 0 else 1
-
-
-def results_json(records: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
-    return json.dumps({"meta": meta, "cells": list(records)}, indent=1)

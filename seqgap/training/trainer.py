@@ -34,7 +34,7 @@ from seqgap.errors import SeqgapError
 from seqgap.models.registry import build_model
 from seqgap.tasks.base import Batch, Task
 from seqgap.tasks.catalog import make_task
-from seqgap.tasks.dataset import Splits, build_splits, check_sizes
+from seqgap.tasks.dataset import Splits, TrainStream, build_splits, check_sizes, measure_overlap
 
 
 @dataclass
@@ -331,33 +331,21 @@ class RunData:
                                            config.n_val, seed=config.data_seed)
         self.val_batches = [task.encode_batch(list(c)) for c in chunks(self.splits.val, 512)]
 
-    def train_order(self, seed: int) -> "TrainOrder":
-        return TrainOrder(self, np.random.default_rng([seed, 1]))
+        self._overlap: int | None = None
 
+    def train_order(self, seed: int) -> TrainStream:
+        """One run's training problems, ordered by its seed: the fixed set reshuffled each epoch, or
+        (N = 0) fresh problems that are never validation problems (under the task's identity)."""
+        return TrainStream(self.task, self.lengths, self.splits.val_keys, np.random.default_rng([seed, 1]),
+                           train=self.splits.train if self.config.n_train else None)
 
-class TrainOrder:
-    """One run's training problems, ordered by its seed: the fixed set reshuffled each epoch,
-    or (N = 0) fresh problems at random lengths."""
-
-    def __init__(self, data: RunData, rng: np.random.Generator):
-        self.data, self.rng = data, rng
-        self._order: np.ndarray = np.empty(0, dtype=np.int64)
-        self._pos = 0
-
-    def next_problems(self, batch_size: int) -> list:
-        task, rng = self.data.task, self.rng
-        if self.data.config.n_train == 0:  # streaming: fresh problems at random lengths
-            return [task.sample_problem(rng, int(rng.choice(self.data.lengths))) for _ in range(batch_size)]
-        train = self.data.splits.train
-        idx: list[int] = []
-        while len(idx) < batch_size:
-            if self._pos >= len(self._order):  # a new epoch: reshuffle
-                self._order = rng.permutation(len(train))
-                self._pos = 0
-            take = min(batch_size - len(idx), len(self._order) - self._pos)
-            idx.extend(self._order[self._pos:self._pos + take].tolist())
-            self._pos += take
-        return [train[i] for i in idx]
+    @property
+    def val_overlap(self) -> int:
+        """Validation problems (by the task's problem identity) found in the training set: 0 by
+        construction, measured once per split and recorded in every run's summary."""
+        if self._overlap is None:
+            self._overlap = measure_overlap(self.task, self.splits.train, self.splits.val) if self.config.n_train else 0
+        return self._overlap
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -411,7 +399,8 @@ class Run:
 
     def result(self, keep_model: bool = True) -> RunResult:
         """The run's summary (and the evaluations that follow training: generation, extra lengths)."""
-        return finish_run(self.config, self.data, self.state, self.model, self.evaluate, keep_model)
+        return finish_run(self.config, self.data, self.state, self.model, self.evaluate, keep_model,
+                          rejected=self.order.rejected)
 
 
 def _rng_state(device: str) -> tuple:
@@ -426,7 +415,7 @@ def _set_rng_state(device: str, state: tuple) -> None:
 
 
 def finish_run(config: RunConfig, data: RunData, st: RunState, model, evaluate_now: Callable[[], dict[str, float]],
-               keep_model: bool) -> RunResult:
+               keep_model: bool, rejected: int = 0) -> RunResult:
     """Summary of a finished run; ``model`` holds its final weights."""
     task, tc = data.task, config.train
     if st.best_record is None:  # diverged before the first evaluation
@@ -454,6 +443,8 @@ def finish_run(config: RunConfig, data: RunData, st: RunState, model, evaluate_n
         "state_per_token": size.per_token,
         "n_train": len(data.splits.train) if config.n_train else 0,
         "n_val": len(data.splits.val),
+        "val_overlap": data.val_overlap,
+        "train_draws_rejected_as_val": rejected,  # streaming: fresh draws that were validation problems
         "max_positions": positions_needed(task, config),
         "chance_accuracy": task.chance_accuracy,
         "device": tc.device,
