@@ -28,8 +28,8 @@ def _integrity_ok(path):
 # ---- two writers -----------------------------------------------------------------------
 
 def _write_many(path, tag, n, start):
-    s = RunStore(path)
     start.wait()
+    s = RunStore(path)  # both create the store at once
     for i in range(n):
         s.put(f"{tag}-{i}", {"writer": tag, "i": i}, {"i": i}, [{"step": i}])
         s.put(f"shared-{i}", {"i": i}, {"i": i, "by": tag})  # both write these: one row each
@@ -37,8 +37,7 @@ def _write_many(path, tag, n, start):
 
 
 def test_two_writer_processes(tmp_path):
-    path = str(tmp_path / "w.sqlite")
-    RunStore(path).close()
+    path = str(tmp_path / "new" / "w.sqlite")
     ctx = mp.get_context("spawn")
     start = ctx.Event()
     n = 250

@@ -34,12 +34,42 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, int(os.environ.get("SEQGAP_WORKERS", os.cpu_count() or 1))))
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     # set where the process starts, before torch loads (see seqgap.cli)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    exit_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def exit_with_parent(parent: int) -> None:
+    """A worker must not outlive its sweep: a killed driver (kill -9 included) takes its workers
+    with it, so no orphan keeps training and storing runs behind a rerun's back.  Linux delivers
+    SIGKILL at the parent's death (prctl PR_SET_PDEATHSIG); a watchdog thread polling the parent
+    pid covers other systems and the race where the parent died before prctl ran."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="seqgap-parent-watchdog", daemon=True).start()
 
 
 def _call(fn: Callable, item: Any) -> tuple[Any, str | None]:
@@ -71,7 +101,7 @@ def run_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None
             torch.set_num_threads(prev)
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads_per_worker,)) as pool:
+                             initializer=_init_worker, initargs=(threads_per_worker, os.getpid())) as pool:
         pending: dict[Future, int] = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
         while pending:
             done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
