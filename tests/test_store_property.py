@@ -28,7 +28,8 @@ _cell = st.one_of(
     st.dictionaries(st.text(max_size=5), _json, max_size=3).map(json.dumps),  # a proper object
 )
 _row = st.tuples(
-    st.one_of(st.text(min_size=1, max_size=10), st.binary(min_size=1, max_size=5), st.integers(-2**63, 2**63 - 1)),  # id
+    # id
+    st.one_of(st.text(min_size=1, max_size=10), st.binary(min_size=1, max_size=5), st.integers(-2**63, 2**63 - 1)),
     st.one_of(st.just("train"), st.text(max_size=5), st.none(), st.integers(-9, 9)),  # kind
     _cell, _cell, _cell,  # config, summary, history
     st.one_of(st.floats(allow_nan=False), st.integers(-2**63, 2**63 - 1), st.text(max_size=5), st.none()),

@@ -15,6 +15,16 @@
 
 Every statement under "What the numbers say" is computed from the rows; no
 expected value is assumed.  Words used: "near-perfect" = accuracy >= 0.95.
+
+Baselines: every row is shown next to chance and to the task's strongest shortcut baseline
+(``Task.shortcut_baseline`` on that cell's validation split, computed by the study and passed in
+``record["baseline"]``; rows without one fall back to :func:`context_guess_baseline` for AR/MQAR).
+A model **beats** the baseline when the lower end of the 95% Wilson interval of its accuracy
+(over ``record["acc_n"]`` scored examples) is above max(baseline, chance); otherwise the report
+says **at baseline**, and never "solved" or "near-perfect" for it.  Every accuracy says what it
+scores (``record["acc_scores"]``); the teacher-forced last-token accuracy of a CoT/RAG run
+(``val_final_acc``: the token closing the trace) is never presented as an answer accuracy.
+Every row names the model, its named size, parameter count and options.
 """
 from __future__ import annotations
 
@@ -47,29 +57,111 @@ def _ok(records: Sequence[dict], **match: Any) -> list[dict]:
     return [r for r in records if r["ok"] and all(r.get(k) == v for k, v in match.items())]
 
 
+def _scored(records: Sequence[dict], **match: Any) -> list[dict]:
+    """Trained cells that have an accuracy (a CoT/RAG cell without free generation has none)."""
+    return [r for r in _ok(records, **match) if r.get("acc") is not None]
+
+
+def _opts(r: dict) -> str:
+    """The model options of a row ("default" when none)."""
+    o = r.get("model_options") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(o.items())) or "default"
+
+
+def _opts_key(r: dict) -> str:
+    return json.dumps(r.get("model_options") or {}, sort_keys=True, default=str)
+
+
+# ---- baselines and intervals -----------------------------------------------------------------
+
+def wilson_interval(acc: float, n: int | None, z: float = 1.96) -> tuple[float, float] | None:
+    """95% Wilson score interval of a binomial proportion ``acc`` over ``n`` trials (None without n)."""
+    if n is None or n <= 0 or acc is None:
+        return None
+    p = min(max(float(acc), 0.0), 1.0)
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def baseline_of(r: dict) -> dict[str, Any] | None:
+    """The row's shortcut baseline ``{"name", "accuracy", "exact", "source"}``: the task's, measured
+    on the cell's validation split (``r["baseline"]``), or for AR/MQAR rows without it the
+    distinct-values formula :func:`context_guess_baseline`; None when there is none."""
+    b = r.get("baseline")
+    if b:
+        return {**b, "source": "task, validation split"}
+    if r.get("task") in ("ar", "mqar"):
+        return {"name": "context guess (formula, distinct values)", "exact": True, "source": "formula",
+                "accuracy": context_guess_baseline(r["task"], r["n"])}
+    return None
+
+
+def reference_accuracy(r: dict) -> float | None:
+    """What a model must beat: max(shortcut baseline, chance)."""
+    vals = [v for v in ((baseline_of(r) or {}).get("accuracy"), r.get("chance")) if v is not None]
+    return max(vals) if vals else None
+
+
+def beats_baseline(r: dict, acc: float | None = None, n: int | None = None) -> bool | None:
+    """True when the lower end of the 95% Wilson interval of the accuracy is above
+    max(baseline, chance); False: "at baseline"; None when there is no accuracy or no reference.
+    Without a number of scored examples the point value is compared."""
+    acc = r.get("acc") if acc is None else acc
+    n = r.get("acc_n") if n is None else n
+    ref = reference_accuracy(r)
+    if acc is None or ref is None:
+        return None
+    ci = wilson_interval(acc, n)
+    return (ci[0] if ci else acc) > ref
+
+
+def _verdict(r: dict) -> str:
+    b = beats_baseline(r)
+    return "-" if b is None else "beats" if b else "at baseline"
+
+
+def _ci(r: dict) -> str:
+    ci = wilson_interval(r.get("acc"), r.get("acc_n"))
+    return "-" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _base_str(r: dict, digits: int = 3) -> str:
+    b = baseline_of(r)
+    return "-" if b is None else f"{b['accuracy']:.{digits}f} ({b['name']})"
+
+
 # ---- capacity ---------------------------------------------------------------------------------
 
 def capacity_rows(records: Sequence[dict], threshold: float) -> list[dict[str, Any]]:
     """Per (task, model, size): accuracy by n, the largest n solved, and the state size."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        if r["task"] != "istree" and r["ok"]:
-            groups[(r["task"], r["model"], r["size"])].append(r)
+        if r["task"] != "istree" and r["ok"] and r.get("acc") is not None:
+            groups[(r["task"], r["model"], r["size"], _opts_key(r))].append(r)
     out = []
-    for (task, model, size), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[1][0]["n_params"])):
+    for (task, model, size, _), rs in sorted(groups.items(),
+                                             key=lambda kv: (kv[0][0], kv[0][1], kv[1][0]["n_params"], kv[0][3])):
         rs = sorted(rs, key=lambda r: r["n"])
         acc = {r["n"]: r["acc"] for r in rs}
-        solved = [n for n in acc if acc[n] >= threshold]
+        beats = {r["n"]: beats_baseline(r) is not False for r in rs}
+        # "solves n": accuracy >= threshold *and* above the shortcut baseline (interval's lower end)
+        solved = [n for n in acc if acc[n] >= threshold and beats[n]]
         largest = max(solved) if solved else None
         # is "solved" a prefix of the grid (no solved n above an unsolved one)?
-        monotone = all(acc[n] >= threshold for n in acc if largest is not None and n <= largest)
+        monotone = all(acc[n] >= threshold and beats[n] for n in acc if largest is not None and n <= largest)
         per_token = bool(rs[0]["state_per_token"])
         tokens_at_largest = None
         if per_token and largest is not None:
             from seqgap.tasks.catalog import make_task
 
             tokens_at_largest = make_task(task, alphabet=64 if largest <= 64 else largest).max_tokens(largest)
-        out.append({"task": task, "model": model, "size": size, "n_params": rs[0]["n_params"],
+        out.append({"task": task, "model": model, "size": size, "model_options": rs[0].get("model_options") or {},
+                    "n_params": rs[0]["n_params"],
+                    "beats_by_n": beats, "ci_by_n": {r["n"]: wilson_interval(r["acc"], r.get("acc_n")) for r in rs},
+                    "baseline_by_n": {r["n"]: baseline_of(r) for r in rs},
+                    "chance": rs[0].get("chance"), "acc_scores": rs[0].get("acc_scores", "per query, teacher-forced"),
                     "recurrent": rs[0]["recurrent"], "state_per_token": per_token,
                     "state_floats": rs[0]["state_floats"], "state_bits": rs[0]["state_bits"],
                     "acc_by_n": acc, "largest_solved": largest, "solved_prefix": monotone,

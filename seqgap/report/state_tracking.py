@@ -37,7 +37,15 @@ def _settings_line(settings) -> str:
     return (f"N_max {settings.n_max:,}, shrink factor M={settings.factor:g}, at most {settings.max_steps} N per cell "
             f"({settings.bisect} bisection), grid lr {list(settings.lrs)} x seeds {list(settings.seeds)}, "
             f"budget {t.steps:,} steps (batch {t.batch_size}, eval every {t.eval_every}), success = validation loss "
-            f"< {t.success_loss:g}, plateau stop after {t.patience_evals or 'never'} stalled evaluations")
+            f"< {t.success_loss:g}, plateau stop after {t.patience_evals or 'never'} stalled evaluations"
+            + (f", {settings.replicates} replicate searches per cell (data seed + r, seeds + 1000 r)"
+               if getattr(settings, "replicates", 1) != 1 else ""))
+
+
+def _cell_label(r) -> str:
+    """A cell's table entry: N* with its bracket and grid count, or its replicates' median and range."""
+    label = getattr(r, "label", None)
+    return label() if callable(label) else r.search.label()
 
 
 def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) -> str:
@@ -46,17 +54,22 @@ def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) 
     (out / "results.json").write_text(json.dumps([r.to_dict() for r in results], indent=1))
     lines = ["# Sample complexity N*", "", _settings_line(settings), "",
              "N* = smallest training-set size at which a run of the grid reaches the criterion; "
-             "`> N` = failed even at the largest N available (N_max capped by the distinct samples).", ""]
+             "`> N` = failed even at the largest N available (N_max capped by the distinct samples). "
+             "Each entry reads `N* (last failing N, N*] k/n`: the search's bracket, and k of the n grid runs "
+             "that finished at N* had reached the criterion when the grid stopped (it stops at the first "
+             "success, so k/n is a lower bound on the grid's success rate there). With replicates: the median "
+             "N* and the range [min .. max] over independent searches (unsolved counted as `> cap`).", ""]
     # table: rows (model, format, m), columns L
     by_row: dict[tuple, dict[int, str]] = defaultdict(dict)
     Ls = sorted({r.cell.max_length for r in results})
     for r in results:
         m = state_size(r.cell)
-        by_row[(r.cell.model, r.cell.format, m)][r.cell.max_length] = r.search.label()
+        by_row[(r.cell.model, r.cell.format, m)][r.cell.max_length] = _cell_label(r)
     rows = [[mod, fmt, str(m)] + [by_row[(mod, fmt, m)].get(L, "") for L in Ls]
             for (mod, fmt, m) in sorted(by_row, key=lambda k: (k[1], k[0], str(k[2])))]
     lines += md_table(["model", "format", size_header(r.cell for r in results), *[f"L={L}" for L in Ls]], rows)
     lines.append("")
+    lines += _search_traces(results)
 
     # figures: N* vs L per model (one panel line per model/format), N* vs m
     series_L: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
@@ -79,6 +92,27 @@ def write_sample_complexity_report(results: Sequence[Any], settings, out: Path) 
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     return md
+
+
+def _search_traces(results) -> list[str]:
+    """Every N each search tried, in order, with ok/fail and the grid count k/n at that N."""
+    out = ["Search trace per cell (N tried, in order: `ok`/`fail` and grid runs that reached the criterion "
+           "/ runs that finished when the grid stopped):", ""]
+    any_row = False
+    for r in sorted(results, key=lambda r: (r.cell.format, r.cell.model, str(state_size(r.cell)), r.cell.max_length)):
+        searches = getattr(r, "searches", None) or [r.search]
+        for i, sr in enumerate(searches):
+            steps = []
+            for e in (sr.grid or [(n, ok, None, None) for n, ok in sr.evaluations]):
+                n, ok, k, done = e
+                steps.append(f"{n:,} {'ok' if ok else 'fail'}" + (f" {k}/{done}" if k is not None else ""))
+            if not steps:
+                continue
+            rep = f" replicate {i}" if len(searches) > 1 else ""
+            out.append(f"- {r.cell.model} {r.cell.format} {size_header([r.cell])}={state_size(r.cell)} "
+                       f"L={r.cell.max_length}{rep}: " + ", ".join(steps))
+            any_row = True
+    return out + [""] if any_row else []
 
 
 def _growth(results, model, fmt) -> tuple[float | None, str]:

@@ -282,14 +282,56 @@ def _metrics_line(cell: Cell, res: dict[str, Any]) -> str:
     return f"per-query acc {s['val_token_acc']:.3f}{tag}"
 
 
+_BASELINES: dict[str, dict[str, Any]] = {}  # per validation split (see shortcut_for)
+
+
+def shortcut_for(cfg: RunConfig) -> dict[str, Any]:
+    """Chance and the task's strongest shortcut baseline on the validation problems of ``cfg``'s run.
+
+    The task and its splits are built exactly as the trainer builds them (``build_task`` +
+    ``tasks.dataset.build_splits`` with the run's config), then ``Task.shortcut_baseline(val, train)``
+    is scored on them.  Returns ``{"chance": float, "baseline": {"name", "accuracy", "exact"} | None,
+    "n_val": validation problems, "n_scored_val": scored answer positions over them}`` (the last
+    sizes the interval of a teacher-forced per-query accuracy).  Cached per split; no training."""
+    from seqgap.tasks.dataset import build_splits
+    from seqgap.training.trainer import build_task
+
+    key = json.dumps([cfg.task, cfg.task_params, cfg.max_length, cfg.length_dist, cfg.n_train, cfg.n_val,
+                      cfg.data_seed], sort_keys=True, default=str)
+    if key not in _BASELINES:
+        task = build_task(cfg)
+        splits = build_splits(task, cfg.max_length, cfg.length_dist, cfg.n_train, cfg.n_val, seed=cfg.data_seed)
+        base = task.shortcut_baseline(splits.val, splits.train)
+        _BASELINES[key] = {
+            "chance": float(task.chance_accuracy),
+            "baseline": None if base is None else {"name": str(base["name"]), "accuracy": float(base["accuracy"]),
+                                                   "exact": bool(base["exact"])},
+            "n_val": len(splits.val),
+            "n_scored_val": int(sum(int(task.encode(p).mask.sum()) for p in splits.val)),
+        }
+    return json.loads(json.dumps(_BASELINES[key]))  # a copy
+
+
 def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, Any]:
-    """A flat row for the report and results.json."""
+    """A flat row for the report and results.json.
+
+    ``acc`` is the number the report calls the cell's accuracy; ``acc_scores`` says what it scores
+    and ``acc_n`` over how many scored examples (for its interval).  IsTree: the answer of free
+    generation (``gen_acc`` over ``gen_n`` graphs); without generation only vanilla has an answer
+    accuracy (the teacher-forced answer token, ``val_final_acc``): the last token of a CoT/RAG
+    sequence closes the trace and teacher forcing gives it away, so there ``acc`` is None.
+    AR/MQAR: teacher-forced per-query accuracy over every scored query.  ``chance`` and
+    ``baseline`` (the task's shortcut baseline on this cell's validation split) come from
+    :func:`shortcut_for`."""
     from seqgap.models.registry import get_spec
 
     rec: dict[str, Any] = {"task": cell.task, "format": cell.format, "n": cell.n, "model": cell.model,
-                           "size": cell.size, "recurrent": get_spec(cell.model).recurrent,
+                           "size": cell.size, "model_options": dict(cfg.model_options),
+                           "recurrent": get_spec(cell.model).recurrent,
                            "lr": cfg.train.lr, "steps_budget": cfg.train.steps, "batch_size": cfg.train.batch_size,
                            "run_id": cfg.hash(), "ok": res is not None}
+    short = shortcut_for(cfg)
+    rec.update({"chance": short["chance"], "baseline": short["baseline"]})
     if res is None:
         return rec
     s = res["summary"]
@@ -301,14 +343,22 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
         "val_token_acc": s["val_token_acc"], "val_seq_acc": s["val_seq_acc"], "val_final_acc": s["val_final_acc"],
         "n_val": s["n_val"], "chance": s["chance_accuracy"],
     })
-    for k in ("gen_acc", "gen_trace_acc", "gen_failures", "gen_n"):
+    for k in ("gen_acc", "gen_trace_acc", "gen_failures", "gen_n", "val_overlap"):
         if k in s:
             rec[k] = s[k]
     if cell.task == "istree":
         # the answer: from free generation (teacher forcing would hand a CoT/RAG model its trace)
-        rec["acc"] = s.get("gen_acc", s["val_final_acc"])
+        if "gen_acc" in s:
+            rec.update(acc=s["gen_acc"], acc_n=s.get("gen_n"), acc_scores="answer, free greedy generation"
+                       + (" with the live retrieval tool" if cell.format == "rag" else ""))
+        elif cell.format == "vanilla":
+            rec.update(acc=s["val_final_acc"], acc_n=s["n_val"], acc_scores="answer token, teacher-forced")
+        else:
+            rec.update(acc=None, acc_n=None, acc_scores="not measured (no free generation)")
     else:
-        rec["acc"] = s["val_token_acc"]  # teacher-forced per-query accuracy over the scored answers
+        # teacher-forced per-query accuracy over the scored answers
+        rec.update(acc=s["val_token_acc"], acc_n=short["n_scored_val"] if s["n_val"] == short["n_val"] else None,
+                   acc_scores="per query, teacher-forced")
     return rec
 
 

@@ -35,7 +35,7 @@ from seqgap.config import RunConfig, TrainConfig, check_train, config_hash, trai
 from seqgap.errors import SeqgapError
 from seqgap.models.registry import load_plugin
 from seqgap.options import add_config_options, float_list, given, int_list, parse_kv, str_list, typed_model_options
-from seqgap.studies.search import SearchResult, find_n_star
+from seqgap.studies.search import ReplicateSummary, SearchResult, find_n_star, summarize
 
 NAME = "sample-complexity"
 HELP = "N*: the smallest training set at which a model learns a state-tracking cell (E's protocol)"
@@ -75,28 +75,71 @@ class SearchSettings:
     # train the whole lr x seed grid at one N as one vectorized ensemble (seqgap.training.ensemble);
     # the same runs and the same N*, only faster, so not part of the cell's identity
     ensemble: bool = True
+    # independent searches per cell (N*'s uncertainty): replicate r uses data_seed + r and the grid's
+    # seeds + REPLICATE_SEED_STRIDE * r; replicate 0 is the plain search (its stored cell is reused).
+    # Part of the cell's identity only when != 1, so today's ids do not move.
+    replicates: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("ensemble")
+        if self.replicates == 1:
+            d.pop("replicates")
         # as for a run's hash: non-default training options only, without placement
         d["train"] = train_identity(self.train)
         d["lrs"], d["seeds"] = list(self.lrs), list(self.seeds)
         return d
 
 
+REPLICATE_SEED_STRIDE = 1000  # replicate r trains with seed + 1000 * r (grids hold far fewer seeds)
+
+
+def replicate_settings(settings: SearchSettings, r: int) -> SearchSettings:
+    """Settings of replicate r: other data (data_seed + r) and other training orders/inits (seeds
+    shifted by 1000 r); one plain search each (replicates=1), so replicate 0 is today's cell."""
+    return dataclasses.replace(settings, replicates=1, data_seed=settings.data_seed + r,
+                               seeds=tuple(s + REPLICATE_SEED_STRIDE * r for s in settings.seeds))
+
+
 @dataclass
 class CellResult:
     cell: Cell
-    search: SearchResult
+    search: SearchResult  # replicate 0 (the only search when replicates == 1)
     n_cap: int  # N_max actually used (capped by the number of distinct training samples)
     runs: int  # training runs made or reused
     trained: int  # runs actually trained in this call (0 when everything came from the store)
     seconds: float
+    replicates: list[SearchResult] = field(default_factory=list)  # every replicate's search, r = 0..R-1
+
+    @property
+    def searches(self) -> list[SearchResult]:
+        return self.replicates or [self.search]
+
+    @property
+    def summary(self) -> ReplicateSummary:
+        return summarize(self.searches)
+
+    def interval(self) -> tuple[int, int | None]:
+        """What is known about N*: with one search its bracket [last_fail + 1, n_star]; with
+        replicates the range of their N* ([min, max]); high None: unbounded ("> cap")."""
+        if len(self.searches) > 1:
+            return self.summary.interval()
+        return self.search.interval()
+
+    def label(self) -> str:
+        """Table text: ``209 (197, 209] 1/2``, or with replicates ``median 209 [197 .. 400] (3/3 solved)``."""
+        if len(self.searches) > 1:
+            return self.summary.label()
+        return self.search.table_label()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cell": dataclasses.asdict(self.cell), "search": self.search.to_dict(), "n_cap": self.n_cap,
-                "runs": self.runs, "trained": self.trained, "seconds": self.seconds}
+        d = {"cell": dataclasses.asdict(self.cell), "search": self.search.to_dict(), "n_cap": self.n_cap,
+             "runs": self.runs, "trained": self.trained, "seconds": self.seconds,
+             "interval": list(self.interval()), "label": self.label()}
+        if len(self.searches) > 1:
+            d["replicates"] = [r.to_dict() for r in self.replicates]
+            d["replicate_summary"] = self.summary.to_dict()
+        return d
 
 
 def run_config(cell: Cell, settings: SearchSettings, n: int, lr: float, seed: int) -> RunConfig:
@@ -132,14 +175,21 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
     from seqgap.training.ensemble import run_ensemble
     from seqgap.training.trainer import num, run
 
+    if settings.replicates < 1:
+        raise SeqgapError(f"replicates must be >= 1, got {settings.replicates}")
+    if settings.replicates > 1:  # R plain searches, each stored as its own cell (replicate 0 = today's)
+        t0 = time.perf_counter()
+        reps = [search_cell(cell, replicate_settings(settings, r), store_path, verbose)
+                for r in range(settings.replicates)]
+        return CellResult(cell, reps[0].search, reps[0].n_cap, sum(r.runs for r in reps),
+                          sum(r.trained for r in reps), time.perf_counter() - t0, [r.search for r in reps])
+
     store = RunStore(store_path)
     cid = cell_id(cell, settings)
     cached = store.get(cid)
     if cached is not None:
         s = cached["summary"]
-        sr = SearchResult(s["search"]["n_star"], s["search"]["n_max"], s["search"]["last_fail"],
-                          [tuple(e) for e in s["search"]["evaluations"]], s["search"]["exact"])
-        return CellResult(cell, sr, s["n_cap"], s["runs"], 0, 0.0)
+        return CellResult(cell, SearchResult.from_dict(s["search"]), s["n_cap"], s["runs"], 0, 0.0)
 
     avail = available_train(cell, settings)
     n_cap = settings.n_max if avail is None else min(settings.n_max, avail)
@@ -155,20 +205,25 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
             print(f"  {cell.label()} N={cfg.n_train} lr={cfg.train.lr} seed={cfg.train.seed}: "
                   f"{'ok' if res.success else 'fail'} (loss {num(res.summary['best_val_loss']):.2g})", file=sys.stderr)
 
-    def succeeds(n: int) -> bool:
+    def succeeds(n: int) -> tuple[bool, int, int]:
+        """(success, members that reached the criterion, members that finished) at N = n."""
         grid = [run_config(cell, settings, n, lr, seed) for lr in settings.lrs for seed in settings.seeds]
         if settings.ensemble:  # the grid trains together; it stops once a member succeeds (runs cut short: None)
             results = run_ensemble(grid, store, stop_on_success=True)
+            done = [res for res in results if res is not None]
             for cfg, res in zip(grid, results):
                 if res is not None:
                     count(cfg, res)
-            return any(res is not None and res.success for res in results)
+            n_ok = sum(bool(res.success) for res in done)
+            return n_ok > 0, n_ok, len(done)
+        finished = 0
         for cfg in grid:
             res = run(cfg, store)
             count(cfg, res)
+            finished += 1
             if res.success:
-                return True
-        return False
+                return True, 1, finished
+        return False, 0, finished
 
     sr = find_n_star(succeeds, n_cap, factor=settings.factor, max_steps=settings.max_steps,
                      n_min=settings.n_min, bisect=settings.bisect)
@@ -195,7 +250,7 @@ def search_cells(cells: Sequence[Cell], settings: SearchSettings, store_path: st
         if out.ok:
             results[out.index] = out.result
             r = out.result
-            log(f"[{done}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {r.cell.label()}: N* = {r.search.label()}"
+            log(f"[{done}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {r.cell.label()}: N* = {r.label()}"
                 f"  ({r.runs} runs, {r.trained} trained)")
         else:
             log(f"[{done}/{len(cells)}] {cells[out.index].label()}: FAILED: {out.error.splitlines()[0]}")
@@ -224,6 +279,13 @@ QUICK_SETTINGS = SearchSettings(
     n_max=4096, factor=4, max_steps=8, bisect="geometric", lrs=(3e-3, 1e-2), seeds=(0,),
     train=TrainConfig(steps=2000, eval_every=50, batch_size=64, success_loss=1e-2, schedule="constant",
                       patience_evals=8, patience_min_frac=0.3),
+    # replicates: 1.  Estimate (not measured): the whole quick E study took 23.2 min on 2 idle cores
+    # (docs/studies.md); replicates multiply the N* searches of the sample-complexity and sharing
+    # parts (42 of its 48 cells; only length generalisation is untouched), so R = 2 would take about
+    # 23 + ~20 = ~43 min and R = 3 about an hour: over the 20-25 min budget.  N*'s uncertainty in
+    # the quick preset therefore comes from each search's bracket and grid counts; use
+    # --replicates 3 (or more) when the time is there.
+    replicates=1,
 )
 QUICK_GRID = {"sizes": {"modadd": [2], "permutation": [3]}, "length": [5, 10, 15], "format": ["cot", "acot"], "model": list(QUICK_MODELS)}
 
@@ -279,6 +341,9 @@ def add_search_arguments(p) -> None:
     g.add_argument("--lrs", help="learning-rate grid, e.g. 1e-3,1e-4")
     g.add_argument("--seeds", help="seed grid, e.g. 0,1,2")
     g.add_argument("--no-ensemble", action="store_true", help="train the lr x seed grid one run at a time")
+    g.add_argument("--replicates", type=_int_opt("--replicates"),
+                   help="independent searches per cell (replicate r: data seed + r, seeds + 1000 r); "
+                        "N* is reported as their median and range")
     t = p.add_argument_group("training of every run (defaults come from --preset)")
     p.set_defaults(train_fields=add_config_options(t, TrainConfig, skip=STUDY_TRAIN_SKIP))
 
@@ -309,13 +374,15 @@ def settings_from(args) -> SearchSettings:
         lrs=tuple(float_list(args.lrs, "--lrs")) if args.lrs else base.lrs,
         seeds=tuple(int_list(args.seeds, "--seeds")) if args.seeds else base.seeds,
         ensemble=not getattr(args, "no_ensemble", False),
+        replicates=base.replicates if getattr(args, "replicates", None) is None else args.replicates,
     )
     for lr in s.lrs:  # every run of the grid is a valid run
         check_train(dataclasses.replace(tr, lr=lr))
     for seed in s.seeds:
         check_train(dataclasses.replace(tr, seed=seed))
-    if s.n_max < 1 or not s.factor > 1 or s.max_steps < 1 or not s.lrs or not s.seeds:
-        raise SeqgapError("need --n-max >= 1, --factor > 1, --max-steps >= 1 and non-empty --lrs/--seeds")
+    if s.n_max < 1 or not s.factor > 1 or s.max_steps < 1 or not s.lrs or not s.seeds or s.replicates < 1:
+        raise SeqgapError("need --n-max >= 1, --factor > 1, --max-steps >= 1, --replicates >= 1 "
+                          "and non-empty --lrs/--seeds")
     return s
 
 

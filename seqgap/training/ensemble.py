@@ -33,12 +33,11 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from seqgap.config import NON_IDENTITY_FIELDS, RunConfig
 from seqgap.errors import SeqgapError
-from seqgap.training.trainer import (Run, RunData, RunResult, evaluate, lr_at, make_optimizer, prepare,
-                                     torch_threads)
+from seqgap.training.trainer import (Run, RunData, RunResult, evaluate, lr_at, make_optimizer, member_losses,
+                                     prepare, torch_threads)
 
 # The only fields in which the members of one ensemble may differ.
 MEMBER_FIELDS = ("lr", "seed")
@@ -89,16 +88,6 @@ def default_strategy(device: str) -> str:
 
 
 # ---- vmap: members of one learning rate as one stacked model ------------------------------
-
-def member_losses(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
-                  label_smoothing: float = 0.0) -> torch.Tensor:
-    """Each member's mean cross-entropy over its trained positions.  logits (E, B, T, V) -> (E,)."""
-    E = logits.shape[0]
-    ce = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none",
-                         label_smoothing=label_smoothing).view(E, -1)
-    m = loss_mask.flatten(1).to(ce.dtype)
-    return (ce * m).sum(1) / m.sum(1).clamp(min=1)
-
 
 @torch.no_grad()
 def clip_members_(grads: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -128,10 +128,20 @@ def prepare(config: RunConfig) -> tuple[Task, Any]:
     return task, build_model_for(task, config)
 
 
+def member_losses(logits: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """The training loss, one per member: mean cross-entropy over its trained positions.
+    logits (E, B, T, V), targets and loss_mask (E, B, T) -> (E,)."""
+    E = logits.shape[0]
+    ce = F.cross_entropy(logits.flatten(0, 2), targets.flatten(), reduction="none",
+                         label_smoothing=label_smoothing).view(E, -1)
+    m = loss_mask.flatten(1).to(ce.dtype)
+    return (ce * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 def masked_loss(logits: torch.Tensor, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over trained positions.  logits (B, T, V)."""
-    m = batch.loss_mask
-    return F.cross_entropy(logits[m], batch.targets[m], label_smoothing=label_smoothing)
+    """:func:`member_losses` of one model.  logits (B, T, V)."""
+    return member_losses(logits[None], batch.targets[None], batch.loss_mask[None], label_smoothing)[0]
 
 
 @torch.no_grad()
