@@ -119,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     load_plugins(args)
     config = run_config_from(args)
     task, model = prepare(config)  # every check, before the store is touched or data generated
-    store = RunStore(args.store)
+    store = RunStore(args.store, readonly=False)  # a store it cannot write is refused before training
     print(f"seqgap train: {config.model} ({model.num_params():,} params, state {model.state_size()}) on "
           f"{config.task} {json.dumps(config.task_params)} L={config.max_length} {config.length_dist} "
           f"N={config.n_train}  [run {config.hash()}]", file=sys.stderr)
@@ -169,23 +169,50 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    """One row per run: the success criterion stated (``loss<1e-4: no``) next to the best accuracy
+    (labelled: gen = free generation, TF = teacher-forced), and the model with its named size,
+    parameter count and options (two variants of one model are told apart)."""
     from seqgap.store import RunStore
     from seqgap.training.trainer import num
+
+    def best_acc(s: dict[str, Any]) -> str:
+        parts = []
+        if "gen_acc" in s:
+            parts.append(f"answer_acc(gen)={s['gen_acc']:.3f}")
+        if "best_val_seq_acc" in s:
+            parts.append(f"best_seq_acc(TF)={s['best_val_seq_acc']:.3f}")
+        elif "val_seq_acc" in s:
+            parts.append(f"seq_acc(TF)={s['val_seq_acc']:.3f}")
+        if "val_token_acc" in s:
+            parts.append(f"token_acc(TF)={s['val_token_acc']:.3f}")
+        return " ".join(parts) or "acc=-"
+
+    def line(r: dict[str, Any]) -> str:
+        c, s = r["config"], r["summary"]
+        t = c.get("train", {})
+        size = c.get("model_size") or "custom"
+        opts = ",".join(f"{k}={v}" for k, v in sorted((c.get("model_options") or {}).items())) or "default"
+        params = s.get("n_params")
+        params = "-" if params is None else f"{params / 1e6:.2f}M" if params >= 1e6 else f"{params / 1e3:.0f}k"
+        thr = float(t.get("success_loss", 1e-4))
+        thr_s = f"{thr:g}" if thr >= 1e-3 else f"{thr:.0e}".replace("e-0", "e-")
+        crit = f"loss<{thr_s}: {'yes' if s.get('success') else 'no'}"
+        return (f"{r['id']}  {crit}  {best_acc(s)}  {c['model']}:{size} ({params}, {opts})  {c['task']} "
+                f"{json.dumps(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} "
+                f"lr={t.get('lr')} seed={t.get('seed')}  best_val_loss={num(s['best_val_loss']):.3g} "
+                f"steps={s['steps']}")
 
     store = RunStore(args.store)
     rows = store.all()
     if args.limit:
         rows = rows[-args.limit:]
     for r in rows:
-        c, s = r["config"], r["summary"]
         if r["kind"] != "train":
             print(f"{r['id']}  [{r['kind']}]")
             continue
-        print(f"{r['id']}  {'ok  ' if s.get('success') else 'fail'}  {c['model']:10s} {c['task']} "
-              f"{json.dumps(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} "
-              f"lr={c['train']['lr']} seed={c['train']['seed']}  best_val_loss={num(s['best_val_loss']):.3g} "
-              f"steps={s['steps']}")
-    print(f"{len(store)} runs in {store.path}", file=sys.stderr)
+        print(line(r))
+    print(f"{len(store)} runs in {store.path} (success = the run's criterion, validation loss below its "
+          f"success_loss; accuracies: gen = free generation, TF = teacher-forced)", file=sys.stderr)
     return 0
 
 

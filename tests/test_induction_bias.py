@@ -37,9 +37,14 @@ def test_each_study_plan_applies_its_preset_defaults():
     assert {c.max_length for c in lg_cells} == {6} and lg_settings.n_max == 100
 
 
-def cell_result(model, fmt, L, n_star, n_cap=4096, m=2):
+def cell_result(model, fmt, L, n_star, n_cap=4096, m=2, last_fail="exact"):
+    """A hand-made cell; by default its search bracket is closed (N* known exactly: the interval
+    [n_star, n_star]); pass ``last_fail`` for an open bracket (last_fail, n_star]."""
     cell = Cell("modadd", {"m": m, "format": fmt}, L, "fixed", model, "tiny")
-    return CellResult(cell, SearchResult(n_star, n_cap, None), n_cap, 1, 0, 0.0)
+    if last_fail == "exact":
+        last_fail = n_cap if n_star is None else n_star - 1
+    exact = n_star is not None and last_fail is not None and n_star - last_fail <= 1
+    return CellResult(cell, SearchResult(n_star, n_cap, last_fail, [], exact), n_cap, 1, 0, 0.0)
 
 
 def nstar_grid(t_acot, rnn_acot, t_cot=(10, 20, 40), rnn_cot=(500, 900, 2000)):

@@ -187,7 +187,7 @@ def test_tiny_untrained_model_records_generation_metrics():
 # ---- the study CLI --------------------------------------------------------------------------------
 
 MICRO = ["study", "retrieval-gap", "--preset", "quick", "--task", "istree,mqar", "--format", "rag",
-         "--model", "lstm", "--size", "tiny", "--n", "4", "--pairs", "4", "--steps", "3", "--n-val", "16",
+         "--model", "lstm", "--size", "tiny", "--n", "5", "--pairs", "4", "--steps", "3", "--n-val", "16",
          "--gen-eval", "4", "--workers", "1"]
 
 
@@ -197,13 +197,23 @@ def test_study_cli_end_to_end_and_store_reuse(tmp_path, monkeypatch, capsys):
     assert cli_main(argv) == 0
     md = (out / "summary.md").read_text()
     assert "IsTree" in md and "What the numbers say" in md and "Capacity" in md
-    assert (out / "istree_acc_vs_size_n4.png").stat().st_size > 0
-    assert (out / "mqar_acc_vs_pairs.png").stat().st_size > 0 and (out / "capacity_law.png").exists()
+    # n = 5: at n = 4 there are only 16 binary graphs, all of them validation graphs (nothing left to stream)
+    assert (out / "istree_acc_vs_size_n5.png").stat().st_size > 0
+    # 3 steps solve nothing: the capacity plot is drawn only when some n is solved, else a line says so
+    assert (out / "mqar_acc_vs_pairs.png").stat().st_size > 0
+    assert (out / "capacity_law.png").exists() == ("no capacity plot is drawn" not in md)
+    assert "no capacity plot is drawn" in md
     data = json.loads((out / "results.json").read_text())
     cells = data["cells"]
     assert len(cells) == 2 and all(c["ok"] and not c["cached"] for c in cells)
     ist = next(c for c in cells if c["task"] == "istree")
     assert ist["format"] == "rag" and ist["gen_n"] == 4 and ist["steps"] == 3
+    # every cell carries chance, the task's shortcut baseline on its validation split, and what acc scores
+    assert ist["baseline"]["name"] == "node degrees" and abs(ist["baseline"]["accuracy"] - 0.75) < 1e-9
+    assert ist["acc_n"] == 4 and "free greedy generation" in ist["acc_scores"] and ist["chance"] == 0.5
+    mq = next(c for c in cells if c["task"] == "mqar")
+    assert mq["baseline"]["name"].startswith("context guess") and mq["acc_n"] == 16 * 4
+    assert "node degrees" in md and "at baseline" in md
     # second invocation: every run from the store, nothing trained
     monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("retrained a stored run"))
     assert cli_main(argv) == 0

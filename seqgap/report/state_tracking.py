@@ -161,19 +161,23 @@ def write_sharing_report(rows, settings, out: Path) -> str:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = [{"cell": asdict(base), "kappa": k.value, "relation": k.relation, "label": k.label(),
-             "per_length": {str(n): v for n, v in k.per_length.items()}, "joint": k.joint} for base, k, _ in rows]
+             "per_length": {str(n): v for n, v in k.per_length.items()}, "joint": k.joint,
+             "interval": list(k.interval())} for base, k, _ in rows]
     (out / "results.json").write_text(json.dumps(data, indent=1))
     lines = ["# Sharing factor kappa", "", _settings_line(settings), "",
              "kappa = sum_n N*_n / N*_joint over the lengths n listed in the last column (the joint cell trains on the same lengths, uniformly). > 1: data at one length helps the others; "
              "~1: each length learned in isolation; < 1: interference. `>` marks a lower bound, `<` an upper bound "
-             "(some fixed-length cell failed at its cap and counts as the cap).", ""]
+             "(some fixed-length cell failed at its cap and counts as the cap). The interval is kappa's range over the cells' "
+             "N* intervals (search brackets, or replicate ranges): [sum of lows / joint's high, sum of highs / joint's low].", ""]
     table = []
     for base, k, _ in rows:
         m = state_size(base)
         per = ", ".join(f"{n}:{'>' + str(_cap(rows, base, n)) if v is None else v}" for n, v in k.per_length.items())
-        table.append([base.model, base.format, str(m), str(base.max_length), k.label(),
+        lo, hi = k.interval()
+        k_iv = "" if k.value is None else f"[{lo:.2f}, {'inf' if hi is None else f'{hi:.2f}'}]"
+        table.append([base.model, base.format, str(m), str(base.max_length), k.label(), k_iv,
                       "fail" if k.joint is None else f"{k.joint:,}", per])
-    lines += md_table(["model", "format", size_header(b for b, _, _ in rows), "L", "kappa", "N*_joint", "N*_n (n:N*)"], table)
+    lines += md_table(["model", "format", size_header(b for b, _, _ in rows), "L", "kappa", "kappa interval", "N*_joint", "N*_n (n:N*)"], table)
     series = defaultdict(list)
     for base, k, _ in rows:
         if k.value is not None:

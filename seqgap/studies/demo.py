@@ -38,7 +38,7 @@ def run_demo(out: str = "seqgap_demo", store_path: str | None = None, workers: i
     from seqgap.sweep.local import run_jobs
 
     out_dir = Path(out)
-    store_path = store_path or str(out_dir / "runs.sqlite")
+    store_path = store_path if store_path is not None else str(out_dir / "runs.sqlite")
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
     log(f"seqgap demo: N* of {', '.join(DEMO_MODELS)} on parity (ACoT) at L = {list(DEMO_LENGTHS)}, "

@@ -56,7 +56,7 @@ class SearchResult:
         """``(last_fail, n_star]`` as text: ``(197, 209]``; ``> 4,096`` when unsolved."""
         if self.n_star is None:
             return f"> {self.n_max:,}"
-        if self.exact and (self.last_fail is None or self.last_fail + 1 == self.n_star):
+        if self.exact and self.last_fail is None:  # succeeded down to n_min
             return f"[{self.n_star:,}]"
         lo = f"{self.last_fail:,}" if self.last_fail is not None else "0"
         return f"({lo}, {self.n_star:,}]"

@@ -18,6 +18,7 @@ bounds pointing the same way.
 """
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,20 @@ class Kappa:
     per_length: dict[int, int | None]
     joint: int | None
     n_cap: int
+    # kappa's interval from the cells' N* intervals (brackets or replicate ranges):
+    # [sum of lows / joint's high, sum of highs / joint's low]; None: not computed (see interval())
+    low: float | None = None
+    high: float | None = None  # math.inf: unbounded
+
+    def interval(self) -> tuple[float, float | None]:
+        """[low, high] (high None: unbounded).  Without computed bounds, from the point value and
+        its relation: "=" -> [v, v], ">" -> [v, inf), "<" -> [0, v], "n/a" -> [0, inf)."""
+        if self.low is not None and self.high is not None:
+            return self.low, (None if math.isinf(self.high) else self.high)
+        v = self.value
+        if v is None or self.relation == "n/a":
+            return 0.0, None
+        return {"=": (v, v), ">": (v, None), "<": (0.0, v)}[self.relation]
 
     def label(self) -> str:
         if self.relation == "n/a" or self.value is None:
@@ -104,8 +119,23 @@ def compute_kappas(bases: Sequence[Cell], settings, store_path: str | None, work
         per = {r.cell.max_length: r.search.n_star for r in chunk[:-1]}
         caps = {r.cell.max_length: r.n_cap for r in chunk[:-1]}
         jr = chunk[-1]
-        out.append((base, kappa(per, jr.search.n_star, caps, jr.n_cap), chunk))
+        k = kappa(per, jr.search.n_star, caps, jr.n_cap)
+        k.low, k.high = kappa_interval(chunk[:-1], jr)
+        out.append((base, k, chunk))
     return out
+
+
+def kappa_interval(per_length: Sequence[CellResult], joint: CellResult) -> tuple[float, float]:
+    """kappa's range over the cells' N* intervals: [sum low_n / high_joint, sum high_n / low_joint]
+    (an unsolved cell's interval is (cap, inf); inf propagates)."""
+    lows, highs = 0.0, 0.0
+    for r in per_length:
+        lo, hi = r.interval()
+        lows += lo
+        highs += math.inf if hi is None else hi
+    jlo, jhi = joint.interval()
+    jhi = math.inf if jhi is None else jhi
+    return lows / jhi, highs / max(jlo, 1)
 
 
 def add_arguments(p) -> None:

@@ -326,6 +326,9 @@ def run_ensemble(configs: Sequence[RunConfig], store=None, progress: EnsemblePro
             seen.add(rid)
             todo.append(c)
     if todo:
+        if store is not None:
+            store.require_writable()  # before training, not after
+
         def member_progress(i: int, step: int, rec: dict[str, Any]) -> None:
             progress(ids.index(todo[i].hash()), step, rec)
 
