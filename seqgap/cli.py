@@ -119,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     load_plugins(args)
     config = run_config_from(args)
     task, model = prepare(config)  # every check, before the store is touched or data generated
+    check_run_model(config, task)  # the model contract (seqgap check-model): one line on a failure
     store = RunStore(args.store, readonly=False)  # a store it cannot write is refused before training
     print(f"seqgap train: {config.model} ({model.num_params():,} params, state {model.state_size()}) on "
           f"{config.task} {json.dumps(config.task_params)} L={config.max_length} {config.length_dist} "
@@ -222,6 +223,92 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=args.out or "seqgap_demo", store_path=args.store)
 
 
+# ---- check-model, runs --stale ----------------------------------------------------------
+
+def needs_generation(config: RunConfig, task: Any) -> bool:
+    """Whether a run of ``config`` generates (free generation from prompts: gen_eval, or answers at
+    extra lengths, on a generative format such as CoT/RAG)."""
+    if not (config.gen_eval or config.eval_lengths):
+        return False
+    import numpy as np
+
+    example = task.encode(task.sample_problem(np.random.default_rng(0), config.max_length))
+    return example.prompt_len is not None
+
+
+def check_run_model(config: RunConfig, task: Any) -> None:
+    """``seqgap check-model`` for the model of one run, before training (one SeqgapError line)."""
+    from seqgap.models.check import require_model_ok
+
+    require_model_ok(config.model, len(task.vocab), config.model_size, config.model_options,
+                     needs_generation=needs_generation(config, task))
+
+
+def cmd_check_model(args: argparse.Namespace) -> int:
+    """Check a model against the contract (docs/models.md): one line per check, exit 1 on a failure."""
+    from seqgap.models.check import check_model, failures
+    from seqgap.models.registry import build_model
+
+    load_plugins(args)
+    options = typed_model_options(args.model, parse_kv(args.model_opt, "--model-opt"))
+    try:
+        model = build_model(args.model, vocab_size=args.vocab_size, max_len=args.seq_len, size=args.size, **options)
+        print(f"check-model: {args.model}" + (f" size {args.size}" if args.size else "")
+              + f" ({model.num_params():,} params), vocab {args.vocab_size}, {args.seq_len} tokens")
+        del model
+    except SeqgapError:
+        raise
+    except Exception:  # the check's own build reports it
+        print(f"check-model: {args.model}")
+    results = check_model(args.model, args.vocab_size, args.size, options, needs_generation=args.generation,
+                          seq_len=args.seq_len)
+    for r in results:
+        print(r.line())
+    bad = failures(results)
+    print(f"{len(bad)} check(s) failed" if bad else "all checks passed", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def stale_runs(store: Any) -> list[tuple[dict[str, Any], str]]:
+    """Stored training runs whose id is no longer their config's id (an outdated model or task
+    version, plugin source or RESULTS_VERSION), each with the reason; runs of a model or task that
+    is not registered (a plugin not loaded) are reported as such."""
+    out = []
+    for r in store.all(kind="train"):
+        try:
+            cfg = RunConfig.from_dict(r["config"])
+            current = cfg.hash()
+        except SeqgapError as e:
+            out.append((r, f"cannot check: {e} (load it with --plugin)"))
+            continue
+        if current == r["id"]:
+            continue
+        old = r["config"].get("versions") or {}
+        now = cfg.versions()
+        changed = [f"{k} {r['config'].get(k)} version {old.get(k, '?')} -> {now[k]}" for k in ("model", "task")
+                   if old.get(k) != now[k]]
+        out.append((r, "; ".join(changed) if old and changed else f"made by an older seqgap (current id {current})"))
+    return out
+
+
+def cmd_runs_stale(args: argparse.Namespace) -> int:
+    from seqgap.store import RunStore
+
+    load_plugins(args)
+    store = RunStore(args.store)
+    stale = stale_runs(store)
+    for r, why in stale:
+        c = r["config"]
+        print(f"{r['id']}  {c.get('model')} on {c.get('task')} {json.dumps(c.get('task_params', {}))}  {why}")
+    print(f"{len(stale)} of {len(store)} runs in {store.path} are stale (retrained when asked for again)",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_runs_or_stale(args: argparse.Namespace) -> int:
+    return cmd_runs_stale(args) if args.stale else cmd_runs(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from seqgap import __version__
 
@@ -260,7 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list runs in the store")
     p.add_argument("--store")
     p.add_argument("--limit", type=int, default=0)
-    p.set_defaults(func=cmd_runs)
+    p.add_argument("--stale", action="store_true",
+                   help="list only runs made by an outdated model/task version or plugin source")
+    p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra models/tasks first")
+    p.set_defaults(func=_cmd_runs_or_stale)
+
+    p = sub.add_parser("check-model", help="check a model against the model contract (docs/models.md)",
+                       description="Build the model on random tokens and check: output shape (B, T, V), finite "
+                                   "outputs, causality, step == forward, gradients to every parameter, state size. "
+                                   "One line per check; exit 1 on a failure.")
+    p.add_argument("--model", required=True, help="model name (see `seqgap models`)")
+    p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra models first")
+    p.add_argument("--size", help="named size")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--generation", action=argparse.BooleanOptionalAction, default=False,
+                   help="require init_state/step (CoT/RAG formats, gen_eval need them; default: a model "
+                        "without step passes with a note)")
+    p.add_argument("--vocab-size", type=int, default=11, help="vocabulary size to build with (default 11)")
+    p.add_argument("--seq-len", type=int, default=12, help="tokens per test sequence (default 12)")
+    p.set_defaults(func=cmd_check_model)
 
     p = sub.add_parser("demo", help="the main job: a small end-to-end study with its report")
     p.add_argument("--out", default="seqgap_demo", help="report directory (default seqgap_demo)")

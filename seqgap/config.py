@@ -108,19 +108,37 @@ class RunConfig:
         d = _non_default(self, RunConfig())
         d["train"] = train_identity(self.train)
         d["results_version"] = RESULTS_VERSION
+        d["versions"] = self.versions()
         return d
+
+    def versions(self) -> dict[str, str]:
+        """The versions of the model and the task this run uses (part of its identity): a
+        built-in's own version, a plugin's declared version or the hash of its source file,
+        so a change to one model or task invalidates only its runs (``seqgap runs --stale``)."""
+        from seqgap.models.registry import model_version
+        from seqgap.tasks.catalog import task_version
+
+        return {"model": model_version(self.model, self.model_options, self.model_size),
+                "task": task_version(self.task)}
 
     def hash(self) -> str:
         return config_hash(self.identity())
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as stored, with the model and task versions it was made by (``versions``,
+        when the model and task are known; ``from_dict`` ignores it)."""
         d = dataclasses.asdict(self)
         d["eval_lengths"] = list(self.eval_lengths)
+        try:
+            d["versions"] = self.versions()
+        except SeqgapError:  # an unknown model or task: nothing to record
+            pass
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         d = dict(d)
+        d.pop("versions", None)
         try:
             train = TrainConfig(**d.pop("train", {}))
             d["eval_lengths"] = tuple(d.get("eval_lengths", ()))

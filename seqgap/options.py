@@ -171,6 +171,13 @@ def shared_parser(preset_choices: Sequence[str] | None = None, workers: bool = T
                    help="import a module or .py file that registers extra models or tasks (repeatable)")
     if workers:
         g.add_argument("--workers", type=_typed(int, "--workers"), help="parallel runs (default: all cores)")
+        g.add_argument("--backend", choices=["local", "ray"], default="local",
+                       help="where runs execute: local process pool (default) or a Ray cluster")
+        g.add_argument("--address", help="Ray cluster to join: auto, ray://host:port (default: a local Ray instance)")
+        g.add_argument("--cpus-per-run", type=_typed(float, "--cpus-per-run"), default=1.0,
+                       help="Ray resources per run (default 1 CPU)")
+        g.add_argument("--gpus-per-run", type=_typed(float, "--gpus-per-run"), default=0.0,
+                       help="Ray GPUs per run, fractional (e.g. 0.1: ten tiny runs share a GPU)")
     if preset_choices:
         g.add_argument("--preset", choices=list(preset_choices), default="quick",
                        help="quick (2-core laptop) or paper (cluster); explicit options override it")
@@ -179,3 +186,12 @@ def shared_parser(preset_choices: Sequence[str] | None = None, workers: bool = T
     g.add_argument("--set", action="append", metavar="KEY=VALUE", dest="overrides",
                    help="any config field by its dotted path, e.g. train.lr=3e-3, n_val=100 (repeatable)")
     return p
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared execution options as keyword arguments of a study's run function."""
+    import sys
+
+    return {"workers": getattr(args, "workers", None), "backend": getattr(args, "backend", "local"),
+            "address": getattr(args, "address", None), "cpus_per_run": getattr(args, "cpus_per_run", 1.0),
+            "gpus_per_run": getattr(args, "gpus_per_run", 0.0), "progress": sys.stderr.isatty()}

@@ -103,15 +103,15 @@ def test_finding_d_length_generalisation():
 def test_study_runs_each_parts_own_plan_and_writes_findings(tmp_path, monkeypatch):
     seen = {}
 
-    def fake_search(cells, settings, store, workers, log=print):
+    def fake_search(cells, settings, store, workers, log=print, **engine):
         seen.setdefault("sc", []).append(cells)
         return [cell_result(c.model, c.format, c.max_length, 10 * c.max_length) for c in cells]
 
-    def fake_kappas(bases, settings, store, workers, log=print, min_n=2):
+    def fake_kappas(bases, settings, store, workers, log=print, min_n=2, **engine):
         seen["sharing"] = (bases, min_n)
         return [(b, Kappa(2.0, "=", {}, None, 0), []) for b in bases]
 
-    def fake_lg(cells, settings, store, workers, n_eval, log=print):
+    def fake_lg(cells, settings, store, workers, n_eval, log=print, **engine):
         seen["lg"] = (cells, settings.n_max, n_eval)
         return [lg_result(c.model, c.format, 1.0) for c in cells]
 

@@ -134,9 +134,18 @@ def test_replicates_setting_ids_and_flag():
 
 def test_search_cell_replicates_with_fake_training(tmp_path, monkeypatch):
     """search_cell runs R searches (other data seeds and seeds), records grid counts per N."""
-    from seqgap.training import ensemble
+    from seqgap.store import RunStore
 
     seen = []
+
+    class FakeDriver:  # the study program against a stand-in driver: trains nothing
+        store = RunStore(str(tmp_path / "s.sqlite"))
+
+        def with_store(self, fn):
+            return fn(self.store)
+
+        def train(self, grid, stop_on_success=True):
+            return fake_run_ensemble(grid, None, stop_on_success)
 
     def fake_run_ensemble(grid, store, stop_on_success=True):
         cfg0 = grid[0]
@@ -148,17 +157,16 @@ def test_search_cell_replicates_with_fake_training(tmp_path, monkeypatch):
             out.append(SimpleNamespace(success=ok, cached=False, summary={"best_val_loss": 0.0 if ok else 1.0}))
         return out
 
-    monkeypatch.setattr(ensemble, "run_ensemble", fake_run_ensemble)
     settings = dataclasses.replace(sc.QUICK_SETTINGS, n_max=1000, max_steps=20, bisect="arithmetic",
                                    replicates=3, seeds=(0, 1))
-    res = sc.search_cell(_cell("lstm", "acot", 10), settings, str(tmp_path / "s.sqlite"))
+    res = sc.search_cell(_cell("lstm", "acot", 10), settings, FakeDriver())
     assert [s.n_star for s in res.searches] == [50, 150, 250]
     assert {d for d, _ in seen} == {0, 1, 2}
     assert (2, (2000, 2001, 2000, 2001)) in seen  # lrs x seeds, seeds shifted by 1000 r
     assert all(k == (1 if ok else 0) and done == 4 for s in res.searches for _, ok, k, done in s.grid)
     assert res.summary.median == 150 and res.interval() == (50, 250)
     assert res.label() == "median 150 [50 .. 250] (3/3 solved)"
-    again = sc.search_cell(_cell("lstm", "acot", 10), settings, str(tmp_path / "s.sqlite"))  # from the store
+    again = sc.search_cell(_cell("lstm", "acot", 10), settings, FakeDriver())  # from the store
     assert [s.grid for s in again.searches] == [s.grid for s in res.searches]
 
 

@@ -7,42 +7,51 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 DRIVER = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from seqgap.sweep.local import run_jobs
-    from test_sweep_orphans import sleeper
-    for _ in run_jobs(sleeper, [({d!r}, i) for i in range(2)], workers=2):
-        pass
+    from seqgap.config import RunConfig, TrainConfig
+    from seqgap.sweep.driver import run_programs
+    long = RunConfig(task="modadd", task_params={{"m": 3, "format": "acot"}}, max_length=5, n_train=50, n_val=10,
+                     model="lstm", model_size="tiny", train=TrainConfig(steps=10**8, eval_every=10**8))
+    run_programs([lambda d, s=s: d.train([long.replace(seed=s)]) for s in range(2)], {store!r}, workers=2)
 """)
 
 
-def sleeper(item):
-    folder, i = item
-    with open(os.path.join(folder, f"w{i}.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(120)
+def workers_of(pid: int) -> list[int]:
+    """The pool workers (spawned processes) whose parent is ``pid``."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and b"spawn_main" in cmd:
+            out.append(int(p.name))
+    return out
 
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except OSError:
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split()[2] != "Z"
 
 
 def test_kill_9_of_the_driver_takes_the_workers_with_it(tmp_path):
-    tests = os.path.dirname(os.path.abspath(__file__))
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER.format(tests=tests, d=str(tmp_path))])
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER.format(store=str(tmp_path / "s.sqlite"))])
+    pids: list[int] = []
     try:
         deadline = time.time() + 120
-        while len(list(tmp_path.glob("w*.pid"))) < 2 and time.time() < deadline:
-            time.sleep(0.2)
-        pids = [int(p.read_text()) for p in tmp_path.glob("w*.pid")]
+        while len(pids) < 2 and time.time() < deadline:
+            time.sleep(0.3)
+            pids = workers_of(driver.pid)
         assert len(pids) == 2 and all(alive(p) for p in pids)
+        time.sleep(1.0)  # the workers are training now
         driver.send_signal(signal.SIGKILL)
         driver.wait(10)
         deadline = time.time() + 10
@@ -52,8 +61,8 @@ def test_kill_9_of_the_driver_takes_the_workers_with_it(tmp_path):
     finally:
         if driver.poll() is None:
             driver.kill()
-        for p in tmp_path.glob("w*.pid"):
+        for p in pids:
             try:
-                os.kill(int(p.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
                 pass

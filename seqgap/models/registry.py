@@ -18,12 +18,20 @@ from a module path or file (``load_plugin("mypkg.mymodel")`` /
 ``load_plugin("path/to/model.py")``) or from the ``seqgap.models`` entry-point
 group (loaded on the first look-up).  A plugin cannot take a built-in name.
 :data:`MODELS` is a read-only view of both tables.
+
+Every model has a version that is part of its runs' identity (:func:`model_version`):
+a built-in's ``version`` in the table below (bump it when a change to that model
+changes results: only its runs are retrained), a plugin's ``register_model(...,
+version="...")``, or else the sha256 of the plugin's source file (an edited plugin
+is retrained).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -50,24 +58,57 @@ BUILTIN_MODELS: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for 
               recurrent=True),
     ModelSpec("mamba", mamba.Mamba, mamba.MambaConfig, mamba.SIZES, mamba.HELP, recurrent=True),
     ModelSpec("hybrid", hybrid.Hybrid, hybrid.HybridConfig, hybrid.SIZES, hybrid.HELP, recurrent=False,
-              build=_build_hybrid),
+              build=_build_hybrid, composes=("rnn",)),
 )})
+# Each built-in's version is its spec's ``version`` ("1" for all of them so far): bump one with
+# ``dataclasses.replace(spec, version="2")`` above when a change to that model changes its results.
 
 _PLUGINS: dict[str, ModelSpec] = {}  # filled by register_model (plugin files and entry points)
 
 
 def register_model(name: str, config: type, sizes: dict[str, dict[str, Any]] | None = None,
-                   help: str = "", recurrent: bool = True):
-    """Class decorator: add a user model to the plugin table under ``name``."""
+                   help: str = "", recurrent: bool = True, version: str | int | None = None):
+    """Class decorator: add a user model to the plugin table under ``name``.
+
+    ``version`` (optional) is part of every run's identity: change it when the model changes.
+    Without it the sha256 of the file that defines the class is used, so editing the file
+    retrains its runs (a package whose model spans several files should declare a version)."""
     if name in BUILTIN_MODELS:
         raise SeqgapError(f"cannot register model {name!r}: that is a built-in model's name; choose another")
 
     def deco(cls):
         doc = help or (cls.__doc__ or "").strip().split("\n")[0]
-        _PLUGINS[name] = ModelSpec(name, cls, config, dict(sizes or {}), doc, recurrent)
+        ver = str(version) if version is not None else source_version(cls)
+        _PLUGINS[name] = ModelSpec(name, cls, config, dict(sizes or {}), doc, recurrent, version=ver)
         return cls
 
     return deco
+
+
+def source_version(obj: Any) -> str:
+    """``"sha256:<first 16 hex digits>"`` of the file that defines ``obj`` (a class), or of its
+    source text when it has no file; ``"unversioned"`` when neither can be read."""
+    try:
+        path = inspect.getsourcefile(obj)
+        if path and Path(path).is_file():
+            return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return "sha256:" + hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return "unversioned"
+
+
+def model_version(name: str, options: Mapping[str, Any] | None = None, size: str | None = None) -> str:
+    """The version of model ``name`` that a run's identity records: its spec's ``version``,
+    plus ``+field=name:version`` for each model it composes (the hybrid's ``rnn``)."""
+    spec = get_spec(name)
+    out = spec.version
+    options = dict(options or {})
+    defaults = {f.name: f.default for f in dataclasses.fields(spec.config)}
+    for f in spec.composes:
+        inner = options.get(f, spec.sizes.get(size or "", {}).get(f, defaults.get(f)))
+        if isinstance(inner, str) and inner in MODELS and inner != name:
+            out += f"+{f}={inner}:{model_version(inner)}"
+    return out
 
 
 class _ModelTable(Mapping):

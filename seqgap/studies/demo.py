@@ -34,8 +34,7 @@ def demo_cells() -> list[Cell]:
 def run_demo(out: str = "seqgap_demo", store_path: str | None = None, workers: int | None = None) -> int:
     from seqgap.report.state_tracking import write_length_gen_report, write_sample_complexity_report
     from seqgap.report.figures import relink_part
-    from seqgap.studies.length_gen import length_gen_cell
-    from seqgap.sweep.local import run_jobs
+    from seqgap.studies.length_gen import run_cells
 
     out_dir = Path(out)
     store_path = store_path if store_path is not None else str(out_dir / "runs.sqlite")
@@ -49,8 +48,7 @@ def run_demo(out: str = "seqgap_demo", store_path: str | None = None, workers: i
     lg_settings = dataclasses.replace(DEMO_SETTINGS, n_max=256)
     lg_cells = [Cell("modadd", {"m": 2, "format": "acot"}, 6, "uniform", model, size)
                 for model, size in DEMO_MODELS.items()]
-    lg = [o.result for o in run_jobs(length_gen_cell, [(c, lg_settings, store_path, 300) for c in lg_cells],
-                                     workers=workers) if o.ok]
+    lg = run_cells(lg_cells, lg_settings, store_path, workers, 300, log=log)
     md_lg = write_length_gen_report(lg, out_dir / "length_generalization")
     report = ["# seqgap demo", "", f"Wall time {time.perf_counter() - t0:.0f} s. Reports: "
               f"`{out_dir / 'sample_complexity' / 'summary.md'}`, `{out_dir / 'length_generalization' / 'summary.md'}`.",

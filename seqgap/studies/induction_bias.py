@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from seqgap.options import engine_options
 from seqgap.report.figures import relink_part
 from seqgap.report.state_tracking import state_size
 
@@ -41,7 +42,8 @@ def add_arguments(p) -> None:
 
 
 # options of this study that each part receives as they are
-_PASSED = ("preset", "store", "workers", "device", "threads", "plugin", "model", "size", "model_opt")
+_PASSED = ("preset", "store", "workers", "device", "threads", "plugin", "model", "size", "model_opt", "backend",
+           "address", "cpus_per_run", "gpus_per_run")
 
 
 def _part_args(study, args, out: Path) -> argparse.Namespace:
@@ -284,7 +286,7 @@ def main(args) -> int:
     from seqgap.studies import length_gen, sample_complexity, sharing
     out = Path(args.out or f"seqgap_out/induction_bias_{args.preset}")
     out.mkdir(parents=True, exist_ok=True)
-    store = args.store or str(out / "runs.sqlite")
+    store = args.store if args.store is not None else str(out / "runs.sqlite")
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
 
@@ -293,20 +295,22 @@ def main(args) -> int:
     args.store = store
     cells, settings = sample_complexity.plan(_part_args(sample_complexity, args, out / "sample_complexity"))
     log(f"[1/3] sample complexity: {len(cells)} cells")
-    sc = [r for r in sample_complexity.search_cells(cells, settings, store, args.workers, log=log) if r is not None]
+    opts = engine_options(args)
+    workers = opts.pop("workers")
+    sc = [r for r in sample_complexity.search_cells(cells, settings, store, workers, log=log, **opts) if r is not None]
     md1 = write_sample_complexity_report(sc, settings, out / "sample_complexity")
 
     # 2) sharing
     bases, sh_settings, min_n = sharing.plan(_part_args(sharing, args, out / "sharing"))
     log(f"[2/3] sharing: {len(bases)} model/format combinations")
-    rows = sharing.compute_kappas(bases, sh_settings, store, args.workers, log=log, min_n=min_n)
+    rows = sharing.compute_kappas(bases, sh_settings, store, workers, log=log, min_n=min_n, **opts)
     md2 = write_sharing_report(rows, sh_settings, out / "sharing")
 
     # 3) length generalisation
     lg_args = _part_args(length_gen, args, out / "length_generalization")
     lg_cells, lg_settings = length_gen.plan(lg_args)
     log(f"[3/3] length generalisation: {len(lg_cells)} cells")
-    lg = length_gen.run_cells(lg_cells, lg_settings, store, args.workers, lg_args.n_eval, log=log)
+    lg = length_gen.run_cells(lg_cells, lg_settings, store, workers, lg_args.n_eval, log=log, **opts)
     md3 = write_length_gen_report(lg, out / "length_generalization")
 
     findings = [("(a) Transformer N* grows faster with L than the RNNs' (ACoT)", finding_a(sc)),

@@ -50,27 +50,23 @@ def eval_lengths_for(L: int) -> tuple[int, ...]:
     return tuple(p for p in pts if p >= 2)
 
 
-def length_gen_cell(args: tuple[Cell, SearchSettings, str | None, int]) -> LengthGenResult:
+def length_gen_cell(cell: Cell, settings: SearchSettings, n_eval: int, driver) -> LengthGenResult:
+    """One cell as a driver program: its lr x seed grid as separate runs (they spread over the
+    engine's workers), the best by final validation loss evaluated up to 2L."""
     from seqgap.models.registry import make_config
-    from seqgap.store import RunStore
-    from seqgap.training.trainer import run
 
-    cell, settings, store_path, n_eval = args
-    store = RunStore(store_path)
     avail = available_train(cell, settings)
     n = settings.n_max if avail is None else min(settings.n_max, avail)
+    # the whole budget, no early stop: a model stopped right at the success criterion would be a
+    # weaker test of generalisation than a converged one
+    grid = [run_config(cell, settings, n, lr, seed).replace(eval_lengths=eval_lengths_for(cell.max_length),
+                                                            n_eval=n_eval, early_stop=False, patience_evals=0)
+            for lr in settings.lrs for seed in settings.seeds]
     best = None
-    for lr in settings.lrs:
-        for seed in settings.seeds:
-            cfg = run_config(cell, settings, n, lr, seed)
-            # the whole budget, no early stop: a model stopped right at the success
-            # criterion would be a weaker test of generalisation than a converged one
-            cfg = cfg.replace(eval_lengths=eval_lengths_for(cell.max_length), n_eval=n_eval, early_stop=False,
-                              patience_evals=0)
-            res = run(cfg, store)
-            # pick by the FINAL validation loss: the curve is measured on the final model
-            if best is None or _final_loss(res) < _final_loss(best):
-                best = res
+    for res in driver.train_each(grid):
+        # pick by the FINAL validation loss: the curve is measured on the final model
+        if best is None or _final_loss(res) < _final_loss(best):
+            best = res
     ev = best.summary["eval_lengths"]
     curve = {int(k): v["acc_normalized"] for k, v in ev.items()}
     raw = {int(k): v["acc"] for k, v in ev.items()}
@@ -112,18 +108,23 @@ def plan(args) -> tuple[list[Cell], SearchSettings]:
 
 
 def run_cells(cells: Sequence[Cell], settings: SearchSettings, store: str | None, workers: int | None,
-              n_eval: int, log=print) -> list[LengthGenResult]:
-    """Train and evaluate every cell (in parallel); failed cells are logged and left out."""
-    from seqgap.sweep.local import run_jobs
+              n_eval: int, log=print, **engine) -> list[LengthGenResult]:
+    """Train and evaluate every cell on an engine; failed cells are logged and left out."""
+    from seqgap.sweep.driver import run_programs
 
-    results = []
-    for o in run_jobs(length_gen_cell, [(c, settings, store, n_eval) for c in cells], workers=workers):
-        if o.ok:
-            results.append(o.result)
-            log(f"  {o.result.cell.label()}: normalized acc at 2L = {o.result.at_2L:.2f}")
-        else:
-            log(f"  {cells[o.index].label()}: FAILED: {o.error.splitlines()[0]}")
-    return results
+    def program(cell: Cell):
+        def run_cell(driver) -> LengthGenResult:
+            r = length_gen_cell(cell, settings, n_eval, driver)
+            log(f"  {r.cell.label()}: normalized acc at 2L = {r.at_2L:.2f}")
+            return r
+
+        return run_cell
+
+    outcomes = run_programs([program(c) for c in cells], store, workers=workers, **engine)
+    for c, o in zip(cells, outcomes):
+        if not o.ok:
+            log(f"  {c.label()}: FAILED: {o.error.splitlines()[0]}")
+    return [o.value for o in outcomes if o.ok]
 
 
 def main(args) -> int:
@@ -132,6 +133,10 @@ def main(args) -> int:
     cells, settings = plan(args)
     out = Path(args.out or f"seqgap_out/length_gen_{args.preset}")
     print(f"length-generalization: {len(cells)} cells, report -> {out}", file=sys.stderr)
-    results = run_cells(cells, settings, args.store, args.workers, args.n_eval, log=lambda s: print(s, file=sys.stderr))
+    from seqgap.options import engine_options
+
+    opts = engine_options(args)
+    results = run_cells(cells, settings, args.store, opts.pop("workers"), args.n_eval,
+                        log=lambda s: print(s, file=sys.stderr), **opts)
     print(write_length_gen_report(results, out))
     return 0 if len(results) == len(cells) else 1

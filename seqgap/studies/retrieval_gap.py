@@ -1,7 +1,7 @@
 """Study W: the retrieval gap (Wen, Dang, Lyu 2024, "RNNs are not Transformers (Yet)").
 
 Two parts, every training run through the run store (a repeated study trains
-nothing) and the cells spread over the local cores (:func:`seqgap.sweep.local.run_jobs`):
+nothing) and the cells spread over an engine's workers (``seqgap.sweep.driver``: local cores or Ray):
 
 * **IsTree** (W's main experiment): accuracy against model size for each model
   (Transformer = LLaMA flavour, Mamba, LSTM, Hybrid = Mamba + one attention
@@ -237,38 +237,33 @@ def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
 
 # ---- running --------------------------------------------------------------------------------
 
-def _train_job(item: tuple[RunConfig, str | None]) -> dict[str, Any]:
-    """One cell in a worker: train (or read) its run through the store."""
-    from seqgap.store import RunStore
-    from seqgap.training.trainer import run
-
-    cfg, store_path = item
-    store = RunStore(store_path)
-    try:
-        r = run(cfg, store)
-    finally:
-        store.close()
-    return {"id": r.id, "summary": r.summary, "cached": r.cached}
-
-
 def run_cells(cells: Sequence[Cell], configs: Sequence[RunConfig], store_path: str | None,
-              workers: int | None, log=print) -> list[dict[str, Any] | None]:
-    """Train every cell (longest first, in parallel); a failed cell is logged and left None."""
-    from seqgap.sweep.local import run_jobs
+              workers: int | None, log=print, **engine: Any) -> list[dict[str, Any] | None]:
+    """Train every cell (longest first) on an engine; a failed cell is logged and left None."""
+    from seqgap.sweep.driver import run_programs
 
     order = sorted(range(len(cells)), key=lambda i: -estimated_cost(cells[i], configs[i]))
-    outs: list[dict[str, Any] | None] = [None] * len(cells)
     t0 = time.perf_counter()
-    done = 0
-    for job in run_jobs(_train_job, [(configs[i], store_path) for i in order], workers=workers):
-        done += 1
-        i = order[job.index]
-        head = f"[{done}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {cells[i].label()}"
-        if not job.ok:
-            log(f"{head}: FAILED: {job.error.splitlines()[0]}")
-            continue
-        outs[i] = job.result
-        log(f"{head}: {_metrics_line(cells[i], job.result)}")
+    done = [0]
+
+    def program(i: int):
+        def train(driver) -> dict[str, Any]:
+            r = driver.train([configs[i]])[0]
+            out = {"id": r.id, "summary": r.summary, "cached": r.cached}
+            done[0] += 1
+            log(f"[{done[0]}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {cells[i].label()}: "
+                f"{_metrics_line(cells[i], out)}")
+            return out
+
+        return train
+
+    outcomes = run_programs([program(i) for i in order], store_path, workers=workers, **engine)
+    outs: list[dict[str, Any] | None] = [None] * len(cells)
+    for i, o in zip(order, outcomes):
+        if o.ok:
+            outs[i] = o.value
+        else:
+            log(f"{cells[i].label()}: FAILED: {o.error.splitlines()[0]}")
     return outs
 
 
@@ -475,7 +470,7 @@ def main(args) -> int:
     for cfg in configs:  # fail fast, before any worker starts
         build_task(cfg).check_length(cfg.max_length)
 
-    store_path = args.store or default_store_path()
+    store_path = args.store if args.store is not None else default_store_path()
     store = RunStore(store_path)
     in_store = [cfg.hash() in store for cfg in configs]
     store.close()
@@ -490,7 +485,10 @@ def main(args) -> int:
         return 0
 
     t0 = time.perf_counter()
-    outs = run_cells(cells, configs, store_path, args.workers, log=log)
+    from seqgap.options import engine_options
+
+    opts = engine_options(args)
+    outs = run_cells(cells, configs, store_path, opts.pop("workers"), log=log, **opts)
     wall = time.perf_counter() - t0
     records = [record(c, cfg, o) for c, cfg, o in zip(cells, configs, outs)]
     meta = {"preset": preset.name, "description": preset.description, "threshold": threshold,

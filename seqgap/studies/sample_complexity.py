@@ -34,7 +34,8 @@ from typing import Any, Sequence
 from seqgap.config import RunConfig, TrainConfig, check_train, config_hash, train_identity
 from seqgap.errors import SeqgapError
 from seqgap.models.registry import load_plugin
-from seqgap.options import add_config_options, float_list, given, int_list, parse_kv, str_list, typed_model_options
+from seqgap.options import (add_config_options, engine_options, float_list, given, int_list, parse_kv, str_list,
+                            typed_model_options)
 from seqgap.studies.search import ReplicateSummary, SearchResult, find_n_star, summarize
 
 NAME = "sample-complexity"
@@ -169,24 +170,30 @@ def cell_id(cell: Cell, settings: SearchSettings) -> str:
                                    "results_version": RESULTS_VERSION})
 
 
-def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = None, verbose: bool = False) -> CellResult:
-    """Find N* for one cell; every run is read from / written to the store."""
-    from seqgap.store import RunStore
-    from seqgap.training.ensemble import run_ensemble
-    from seqgap.training.trainer import num, run
+def search_cell(cell: Cell, settings: SearchSettings, driver=None, verbose: bool = False) -> CellResult:
+    """Find N* for one cell: a driver program (``sweep/driver.py``) that asks for one grid point
+    at a time; every run comes from the store or is trained by the driver's engine.  ``driver``:
+    a Driver, or a store path (None: the default store) to search this one cell on this process."""
+    from seqgap.sweep.driver import Driver, run_programs
+    from seqgap.training.trainer import num
+
+    if not isinstance(driver, Driver) and not hasattr(driver, "train"):
+        outcome = run_programs([lambda d: search_cell(cell, settings, d, verbose)], driver, workers=1)[0]
+        if not outcome.ok:
+            raise SeqgapError(outcome.error)
+        return outcome.value
 
     if settings.replicates < 1:
         raise SeqgapError(f"replicates must be >= 1, got {settings.replicates}")
     if settings.replicates > 1:  # R plain searches, each stored as its own cell (replicate 0 = today's)
         t0 = time.perf_counter()
-        reps = [search_cell(cell, replicate_settings(settings, r), store_path, verbose)
+        reps = [search_cell(cell, replicate_settings(settings, r), driver, verbose)
                 for r in range(settings.replicates)]
         return CellResult(cell, reps[0].search, reps[0].n_cap, sum(r.runs for r in reps),
                           sum(r.trained for r in reps), time.perf_counter() - t0, [r.search for r in reps])
 
-    store = RunStore(store_path)
     cid = cell_id(cell, settings)
-    cached = store.get(cid)
+    cached = driver.with_store(lambda store: store.get(cid))
     if cached is not None:
         s = cached["summary"]
         return CellResult(cell, SearchResult.from_dict(s["search"]), s["n_cap"], s["runs"], 0, 0.0)
@@ -209,7 +216,7 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
         """(success, members that reached the criterion, members that finished) at N = n."""
         grid = [run_config(cell, settings, n, lr, seed) for lr in settings.lrs for seed in settings.seeds]
         if settings.ensemble:  # the grid trains together; it stops once a member succeeds (runs cut short: None)
-            results = run_ensemble(grid, store, stop_on_success=True)
+            results = driver.train(grid, stop_on_success=True)
             done = [res for res in results if res is not None]
             for cfg, res in zip(grid, results):
                 if res is not None:
@@ -218,7 +225,7 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
             return n_ok > 0, n_ok, len(done)
         finished = 0
         for cfg in grid:
-            res = run(cfg, store)
+            res = driver.train([cfg])[0]
             count(cfg, res)
             finished += 1
             if res.success:
@@ -228,33 +235,34 @@ def search_cell(cell: Cell, settings: SearchSettings, store_path: str | None = N
     sr = find_n_star(succeeds, n_cap, factor=settings.factor, max_steps=settings.max_steps,
                      n_min=settings.n_min, bisect=settings.bisect)
     result = CellResult(cell, sr, n_cap, counts["runs"], counts["trained"], time.perf_counter() - t0)
-    store.put(cid, {"cell": dataclasses.asdict(cell), "settings": settings.to_dict()}, result.to_dict(), kind="nstar")
-    store.close()
+    driver.with_store(lambda store: store.put(cid, {"cell": dataclasses.asdict(cell), "settings": settings.to_dict()},
+                                              result.to_dict(), kind="nstar"))
     return result
 
 
-def _search_job(args: tuple[Cell, SearchSettings, str | None]) -> CellResult:
-    return search_cell(*args)
-
-
 def search_cells(cells: Sequence[Cell], settings: SearchSettings, store_path: str | None = None,
-                 workers: int | None = None, log=print) -> list[CellResult | None]:
-    """Search many cells in parallel on the local cores; failed cells are logged, not raised."""
-    from seqgap.sweep.local import run_jobs
+                 workers: int | None = None, log=print, **engine: Any) -> list[CellResult | None]:
+    """Search many cells at once on an engine (local cores or Ray); failed cells are logged, not raised."""
+    from seqgap.sweep.driver import run_programs
 
-    results: list[CellResult | None] = [None] * len(cells)
     t0 = time.perf_counter()
-    done = 0
-    for out in run_jobs(_search_job, [(c, settings, store_path) for c in cells], workers=workers):
-        done += 1
-        if out.ok:
-            results[out.index] = out.result
-            r = out.result
-            log(f"[{done}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {r.cell.label()}: N* = {r.label()}"
+    done = [0]
+
+    def program(cell: Cell):
+        def search(driver) -> CellResult:
+            r = search_cell(cell, settings, driver)
+            done[0] += 1
+            log(f"[{done[0]}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {r.cell.label()}: N* = {r.label()}"
                 f"  ({r.runs} runs, {r.trained} trained)")
-        else:
-            log(f"[{done}/{len(cells)}] {cells[out.index].label()}: FAILED: {out.error.splitlines()[0]}")
-    return results
+            return r
+
+        return search
+
+    outcomes = run_programs([program(c) for c in cells], store_path, workers=workers, **engine)
+    for c, o in zip(cells, outcomes):
+        if not o.ok:
+            log(f"{c.label()}: FAILED: {o.error.splitlines()[0]}")
+    return [o.value if o.ok else None for o in outcomes]
 
 
 # ---- presets ----------------------------------------------------------------------------
@@ -459,7 +467,8 @@ def main(args) -> int:
     out = Path(args.out or f"seqgap_out/sample_complexity_{args.preset}")
     print(f"sample-complexity: {len(cells)} cells, preset {args.preset}, store "
           f"{args.store or 'default'}, report -> {out}", file=sys.stderr)
-    results = search_cells(cells, settings, args.store, args.workers, log=lambda s: print(s, file=sys.stderr))
+    results = search_cells(cells, settings, args.store, log=lambda s: print(s, file=sys.stderr),
+                           **engine_options(args))
     md = write_sample_complexity_report([r for r in results if r is not None], settings, out)
     print(md)
     return 0 if all(r is not None for r in results) else 1

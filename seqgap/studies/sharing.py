@@ -103,12 +103,12 @@ def sharing_cells(base: Cell, min_length: int = 2) -> tuple[list[Cell], Cell]:
 
 
 def compute_kappas(bases: Sequence[Cell], settings, store_path: str | None, workers: int | None,
-                   log=print, min_n: int = 2) -> list[tuple[Cell, Kappa, list[CellResult | None]]]:
+                   log=print, min_n: int = 2, **engine) -> list[tuple[Cell, Kappa, list[CellResult | None]]]:
     groups = [sharing_cells(b, min_n) for b in bases]
     flat: list[Cell] = []
     for fixed, joint in groups:
         flat.extend(fixed + [joint])
-    results = search_cells(flat, settings, store_path, workers, log=log)
+    results = search_cells(flat, settings, store_path, workers, log=log, **engine)
     out, i = [], 0
     for base, (fixed, joint) in zip(bases, groups):
         chunk = results[i:i + len(fixed) + 1]
@@ -167,8 +167,11 @@ def main(args) -> int:
     bases, settings, min_n = plan(args)
     out = Path(args.out or f"seqgap_out/sharing_{args.preset}")
     print(f"sharing: {len(bases)} model/format/m/L combinations, preset {args.preset}, report -> {out}", file=sys.stderr)
-    rows = compute_kappas(bases, settings, args.store, args.workers, log=lambda s: print(s, file=sys.stderr),
-                          min_n=min_n)
+    from seqgap.options import engine_options
+
+    opts = engine_options(args)
+    rows = compute_kappas(bases, settings, args.store, opts.pop("workers"), log=lambda s: print(s, file=sys.stderr),
+                          min_n=min_n, **opts)
     print(write_sharing_report(rows, settings, out))
     return 0
 

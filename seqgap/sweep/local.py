@@ -1,37 +1,23 @@
-"""Run independent jobs (study cells) in parallel on the local cores.
+"""The local engine: jobs on this machine's cores, one process and one torch thread per worker.
 
-Each worker process gets one torch thread (``threads_per_worker``), since on a
-small CPU several single-threaded trainings beat one two-threaded one.  Jobs
-talk to the run store themselves, so a killed sweep loses at most the runs in
-flight, and rerunning it resumes from the store.
-
-A job that raises is reported as a failure (``JobOutcome.error``) and the
-sweep goes on; it never takes the other jobs down.
+On a small CPU several single-threaded trainings beat one multi-threaded one, and one
+thread per run keeps its numbers independent of the schedule (see ``trainer.torch_threads``).
+With one worker, jobs run in the driver's own process.  A worker exits with its driver
+(:func:`exit_with_parent`), so a killed sweep leaves no orphan behind.
 """
 from __future__ import annotations
 
 import os
-import traceback
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Any, Callable, Iterator, Sequence
 
-
-@dataclass
-class JobOutcome:
-    index: int
-    item: Any
-    result: Any = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
+from seqgap.sweep.engine import Job, JobOutcome, execute
 
 
 def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, int(os.environ.get("SEQGAP_WORKERS", os.cpu_count() or 1))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores)
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -45,9 +31,9 @@ def _init_worker(threads: int, parent: int) -> None:
 
 def exit_with_parent(parent: int) -> None:
     """A worker must not outlive its sweep: a killed driver (kill -9 included) takes its workers
-    with it, so no orphan keeps training and storing runs behind a rerun's back.  Linux delivers
-    SIGKILL at the parent's death (prctl PR_SET_PDEATHSIG); a watchdog thread polling the parent
-    pid covers other systems and the race where the parent died before prctl ran."""
+    with it, so no orphan keeps training behind a rerun's back.  Linux delivers SIGKILL at the
+    parent's death (prctl PR_SET_PDEATHSIG); a watchdog thread polling the parent pid covers other
+    systems and the race where the parent died before prctl ran."""
     import signal
     import sys
     import threading
@@ -72,43 +58,50 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="seqgap-parent-watchdog", daemon=True).start()
 
 
-def _call(fn: Callable, item: Any) -> tuple[Any, str | None]:
-    from seqgap.errors import SeqgapError
+class LocalEngine:
+    """Jobs in a process pool on this machine (or in this process with one worker)."""
 
-    try:
-        return fn(item), None
-    except SeqgapError as e:
-        return None, str(e)
-    except Exception as e:  # recorded, never lost
-        return None, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"
+    name = "local"
 
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or default_workers()
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[Future, Job] = {}
+        self._inline: deque[Job] = deque()
 
-def run_jobs(fn: Callable[[Any], Any], items: Sequence[Any], workers: int | None = None,
-             threads_per_worker: int = 1) -> Iterator[JobOutcome]:
-    """Yield a JobOutcome per item as jobs finish (``fn`` must be a picklable top-level function)."""
-    workers = workers or default_workers()
-    if workers <= 1 or len(items) <= 1:
-        import torch
+    def submit(self, job: Job) -> None:
+        if self.workers <= 1:
+            self._inline.append(job)
+            return
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                             initializer=_init_worker, initargs=(1, os.getpid()))
+        self._futures[self._pool.submit(execute, job)] = job
 
-        prev = torch.get_num_threads()
-        if workers <= 1 and threads_per_worker:
-            torch.set_num_threads(max(threads_per_worker, 1))
-        try:
-            for i, item in enumerate(items):
-                res, err = _call(fn, item)
-                yield JobOutcome(i, item, res, err)
-        finally:
-            torch.set_num_threads(prev)
-        return
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads_per_worker, os.getpid())) as pool:
-        pending: dict[Future, int] = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
-        while pending:
-            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = pending.pop(fut)
-                try:
-                    res, err = fut.result()
-                except Exception as e:  # worker died (e.g. killed, out of memory)
-                    res, err = None, f"worker failed: {type(e).__name__}: {e}"
-                yield JobOutcome(i, items[i], res, err)
+    @property
+    def running(self) -> int:
+        return len(self._futures) + len(self._inline)
+
+    def wait(self, timeout: float | None = None) -> list[JobOutcome]:
+        if self._inline:
+            return [execute(self._inline.popleft())]
+        if not self._futures:
+            return []
+        done, _ = wait(list(self._futures), timeout=timeout, return_when=FIRST_COMPLETED)
+        out = []
+        for fut in done:
+            job = self._futures.pop(fut)
+            try:
+                out.append(fut.result())
+            except Exception as e:  # the worker died (killed, out of memory): recorded, the sweep goes on
+                out.append(JobOutcome(job, error=f"worker failed: {type(e).__name__}: {e}"))
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            for fut in self._futures:
+                fut.cancel()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._futures.clear()
+        self._inline.clear()

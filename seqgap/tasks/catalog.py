@@ -4,9 +4,17 @@
 CLI hold); the table is written out here, not filled by import side effects,
 and no task file imports this module (tasks -> catalog, never back).  Plugins
 add a name with ``register_task``; a plugin may not take a built-in name.
+
+Every task has a version that is part of its runs' identity (:func:`task_version`): a
+built-in class's ``VERSION`` attribute (1 when it declares none; bump it when a change to
+that task changes results, and only its runs are retrained), a plugin's
+``register_task(..., version=...)``, or else the sha256 of the plugin's source file.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+from pathlib import Path
 from typing import Any
 
 from seqgap.errors import SeqgapError
@@ -23,8 +31,14 @@ TASKS: dict[str, type[Task]] = dict(BUILTIN)
 TASK_HELP: dict[str, str] = {name: cls.help for name, cls in BUILTIN.items()}
 
 
-def register_task(name: str, help: str = ""):
-    """Class decorator for a plugin task: make it constructible by name (``make_task``)."""
+_PLUGIN_VERSIONS: dict[str, str] = {}
+
+
+def register_task(name: str, help: str = "", version: str | int | None = None):
+    """Class decorator for a plugin task: make it constructible by name (``make_task``).
+
+    ``version`` (optional) is part of every run's identity; without it, the sha256 of the
+    file that defines the class (editing the file retrains its runs)."""
     if name in BUILTIN:
         raise SeqgapError(f"register_task: {name!r} is a built-in task; give the plugin another name")
 
@@ -32,9 +46,29 @@ def register_task(name: str, help: str = ""):
         cls.name = name  # its error messages and describe() use the registered name
         TASKS[name] = cls
         TASK_HELP[name] = help or cls.help or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+        _PLUGIN_VERSIONS[name] = str(version) if version is not None else _source_version(cls)
         return cls
 
     return deco
+
+
+def task_version(name: str) -> str:
+    """The version of task ``name`` recorded in its runs' identity (see the module docstring)."""
+    if name not in TASKS:
+        raise SeqgapError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    if name in BUILTIN:
+        return str(getattr(BUILTIN[name], "VERSION", 1))
+    return _PLUGIN_VERSIONS.get(name) or _source_version(TASKS[name])
+
+
+def _source_version(cls: type) -> str:
+    try:
+        path = inspect.getsourcefile(cls)
+        if path and Path(path).is_file():
+            return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return "sha256:" + hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return "unversioned"
 
 
 def make_task(name: str, **params: Any) -> Task:
