@@ -217,6 +217,44 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_sweep_file(path: str) -> list[RunConfig]:
+    """The configs of a sweep file: a Python file that defines ``configs`` (or ``SWEEP``), a list of
+    RunConfig (zoology style); one line for anything else."""
+    import runpy
+
+    try:
+        namespace = runpy.run_path(path)
+    except FileNotFoundError:
+        raise SeqgapError(f"sweep file {path} not found") from None
+    except Exception as e:  # the user's file: any failure is theirs, say which
+        raise SeqgapError(f"sweep file {path}: {type(e).__name__}: {e}") from None
+    configs = namespace.get("configs", namespace.get("SWEEP"))
+    if not isinstance(configs, (list, tuple)) or not all(isinstance(c, RunConfig) for c in configs):
+        raise SeqgapError(f"sweep file {path} must define `configs`, a list of seqgap.config.RunConfig")
+    if not configs:
+        raise SeqgapError(f"sweep file {path}: `configs` is empty")
+    return list(configs)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from seqgap.options import engine_options
+    from seqgap.sweep.driver import run_programs
+    from seqgap.training.trainer import prepare
+
+    load_plugins(args)
+    configs = [apply_overrides(c, parse_kv(args.overrides, "--set")) for c in load_sweep_file(args.file)]
+    for c in configs:  # every config checked before anything trains
+        prepare(c)
+    opts = engine_options(args)
+    print(f"seqgap sweep: {len(configs)} runs from {args.file} on the {opts['backend']} engine", file=sys.stderr)
+    outcome = run_programs([lambda driver: driver.train_each(configs)], args.store, **opts)[0]
+    if not outcome.ok:
+        raise SeqgapError(outcome.error.splitlines()[0])
+    for r in outcome.value:
+        print(f"{r.id}  {r.line()}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seqgap.studies.demo import run_demo
 
@@ -366,6 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab-size", type=int, default=11, help="vocabulary size to build with (default 11)")
     p.add_argument("--seq-len", type=int, default=12, help="tokens per test sequence (default 12)")
     p.set_defaults(func=cmd_check_model)
+
+    p = sub.add_parser("sweep", help="train a sweep file (a Python list of RunConfig) on the local or Ray engine",
+                       parents=[shared_parser(out=False)],
+                       description="Train every RunConfig of a sweep file (it defines `configs`), each run once: "
+                                   "stored runs are reused, the rest spread over the engine's workers.")
+    p.add_argument("file", help="a .py file defining configs = [RunConfig(...), ...]")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the main job: a small end-to-end study with its report")
     p.add_argument("--out", default="seqgap_demo", help="report directory (default seqgap_demo)")

@@ -58,7 +58,8 @@ class RunResult:
         variant = ", ".join([f"size {c['model_size']}"] * bool(c.get("model_size"))
                             + [f"{k}={v}" for k, v in (c.get("model_options") or {}).items()])
         return (f"{'SUCCESS' if s['success'] else 'FAIL'}{tag}: {c['model']} on {c['task']} "
-                f"{_fmt_params(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} | "
+                f"{_fmt_params(c['task_params'])} L={c['max_length']} {c['length_dist']} N={c['n_train']} "
+                f"lr={c['train']['lr']:g} seed={c['train']['seed']} | "
                 f"best val loss {num(s['best_val_loss']):.3g} at step {s['best_step']} | "
                 f"val seq acc {num(s['val_seq_acc']):.3f} | {s['steps']} steps, {s['seconds']:.1f}s, "
                 f"{s['tokens_per_s']:,.0f} tok/s | {s['n_params']:,} params" + (f" ({variant})" if variant else ""))
