@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     task, model = prepare(config)  # every check, before the store is touched or data generated
     check_run_model(config, task)  # the model contract (seqgap check-model): one line on a failure
     store = RunStore(args.store, readonly=False)  # a store it cannot write is refused before training
+    if config.train.checkpoint_dir is None:  # long runs checkpoint next to the store, and resume from it
+        config = config.replace(checkpoint_dir=checkpoint_dir_for(store))
     print(f"seqgap train: {config.model} ({model.num_params():,} params, state {model.state_size()}) on "
           f"{config.task} {json.dumps(config.task_params)} L={config.max_length} {config.length_dist} "
           f"N={config.n_train}  [run {config.hash()}]", file=sys.stderr)
@@ -138,6 +140,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"id": result.id, "summary": result.summary}, indent=2))
     return 0
+
+
+def checkpoint_dir_for(store) -> str:
+    """Checkpoints live next to the store: runs.sqlite -> runs.checkpoints/."""
+    from pathlib import Path
+
+    return str(Path(store.path).with_suffix(".checkpoints"))
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

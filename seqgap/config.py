@@ -55,9 +55,15 @@ class TrainConfig:
     # numbers up to fused-kernel rounding, like a change of device or thread count; pays off
     # only for long runs (compiling takes tens of seconds; LLaMA 0.5M: 1.3x eager, docs/performance.md).
     compile: bool = False
+    # checkpoints: a run that has trained this long saves its whole state (model, optimiser, data
+    # order, RNG states, history) every `checkpoint_every_s` seconds into `checkpoint_dir`, and a
+    # rerun resumes from it with a bit-identical result (None: no checkpoints; the CLI and the
+    # sweep driver put them next to the store)
+    checkpoint_dir: str | None = None
+    checkpoint_every_s: float = 300.0
 
 
-NON_IDENTITY_FIELDS = {"device", "threads", "compile"}
+NON_IDENTITY_FIELDS = {"device", "threads", "compile", "checkpoint_dir", "checkpoint_every_s"}
 
 
 @dataclass
@@ -203,6 +209,7 @@ def check_train(t: TrainConfig) -> None:
     _check_int("seed", t.seed, 0, MAX_SEED)
     if t.threads is not None:
         _check_int("threads", t.threads, 1, MAX_THREADS)
+    _check_float("checkpoint_every_s", t.checkpoint_every_s, 0.0, 1e9)
     if not isinstance(t.device, str) or not t.device:
         raise SeqgapError(f"device must be a non-empty name such as cpu or cuda, got {t.device!r}")
 

@@ -22,7 +22,8 @@ NON_DEFAULT = {"lr": ("3e-3", 3e-3), "optimizer": ("adam", "adam"), "weight_deca
                "steps": ("30", 30), "eval_every": ("10", 10), "success_loss": ("0.5", 0.5),
                "early_stop": ("no", False), "patience_evals": ("3", 3), "patience_rel": ("0.2", 0.2),
                "patience_min_frac": ("0.5", 0.5), "grad_clip": ("0", 0.0), "label_smoothing": ("0.1", 0.1),
-               "seed": ("7", 7), "device": ("cpu", "cpu"), "threads": ("2", 2), "compile": ("yes", True)}
+               "seed": ("7", 7), "device": ("cpu", "cpu"), "threads": ("2", 2), "compile": ("yes", True),
+               "checkpoint_dir": ("/tmp/ck", "/tmp/ck"), "checkpoint_every_s": ("10", 10.0)}
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainConfig)])

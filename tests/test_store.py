@@ -73,7 +73,7 @@ def test_defaults_are_pinned():
         "batch_size": 64, "steps": 2000, "eval_every": 100, "success_loss": 1e-4, "early_stop": True,
         "patience_evals": 0, "patience_rel": 0.01, "patience_min_frac": 0.25, "grad_clip": 1.0,
         "label_smoothing": 0.0, "seed": 0,
-        "device": "cpu", "threads": None, "compile": False}
+        "device": "cpu", "threads": None, "compile": False, "checkpoint_dir": None, "checkpoint_every_s": 300.0}
     d.pop("train")
     assert d == {"task": "modadd", "task_params": {}, "max_length": 20, "length_dist": "fixed", "n_train": 2000,
                  "n_val": None, "data_seed": 0, "model": "lstm", "model_size": None, "model_options": {},

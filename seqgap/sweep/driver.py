@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from seqgap.config import RunConfig
 from seqgap.errors import SeqgapError
 from seqgap.sweep.engine import Engine, Job, JobOutcome
-from seqgap.training.trainer import RunResult
+from seqgap.training.trainer import RunResult, drop_checkpoint
 
 Program = Callable[["Driver"], Any]
 
@@ -64,10 +64,16 @@ class Driver:
     """Runs programs against a store and an engine (see the module docstring)."""
 
     def __init__(self, store, engine: Engine, progress: bool = True, claim_ttl_s: float = 120.0,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, checkpoint_dir: str | None = None):
+        """``checkpoint_dir``: where long runs checkpoint (default: next to the store, for engines whose
+        workers see this file system; on a cluster without a shared one pass a shared path or "")."""
+        from pathlib import Path
+
         from seqgap.store import new_owner
 
         self.store, self.engine = store, engine
+        self.checkpoint_dir = (str(Path(store.path).with_suffix(".checkpoints")) if checkpoint_dir is None
+                               else checkpoint_dir)
         self.owner = new_owner()
         self.claim_ttl_s = claim_ttl_s
         self.log = log or (lambda s: print(s, file=sys.stderr))
@@ -198,6 +204,9 @@ class Driver:
                 self._waiting.append(req)
                 return
         self._claimed.update(taken)
+        if self.checkpoint_dir:  # long runs checkpoint (placement only: the run ids stay the same)
+            req.todo = [c if c.train.checkpoint_dir else c.replace(checkpoint_dir=self.checkpoint_dir)
+                        for c in req.todo]
         key = self._next_key
         self._next_key += 1
         self._pending[key] = req
@@ -228,12 +237,14 @@ class Driver:
             req.future.set_exception(SeqgapError(outcome.error or "job failed"))
             return
         new: dict[str, RunResult] = {}
-        for rid, payload in zip(todo_ids, outcome.results or []):
-            if payload is None:
+        for cfg, rid, payload in zip(req.todo, todo_ids, outcome.results or []):
+            if payload is None:  # cut short by the N* short circuit: nothing to resume either
                 self.counts["abandoned"] += 1
+                drop_checkpoint(cfg)
                 continue
             # the single writer: one transaction per run, as each job's results arrive
             self.store.put(payload.id, payload.config, payload.summary, payload.history)
+            drop_checkpoint(cfg)
             new[rid] = RunResult(payload.id, payload.config, payload.summary, payload.history, cached=False)
             self.counts["trained"] += 1
         self._release(todo_ids)

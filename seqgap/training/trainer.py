@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -389,6 +392,10 @@ class Run:
         # the batches' lengths vary (uniform lengths, CoT padding)
         self.forward = torch.compile(self.model) if tc.compile else self.model
         self.model.train()
+        self.checkpoint = checkpoint_path(config)
+        self._last_save = time.monotonic()
+        if self.checkpoint is not None and self.checkpoint.exists():
+            self._restore(self.checkpoint)
 
     def advance(self) -> dict[str, Any] | None:
         """One step; returns the evaluation record when one was made."""
@@ -406,7 +413,47 @@ class Run:
         st.after_budget()
         self.rng_state = _rng_state(tc.device)
         st.seconds += time.perf_counter() - t0
+        if (self.checkpoint is not None and not st.done
+                and time.monotonic() - self._last_save >= tc.checkpoint_every_s):
+            self.save(self.checkpoint)
         return rec
+
+    # ---- checkpoints: everything the next step depends on --------------------------------
+
+    def save(self, path) -> None:
+        """The run's whole state, written atomically (a kill mid-write leaves the previous one)."""
+        order = self.order
+        state = {k: v for k, v in vars(self.state).items() if k != "cfg"}
+        blob = {"run_id": self.config.hash(), "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "rng": [t for t in self.rng_state if t is not None],
+                "order": {"rng": order.rng.bit_generator.state, "perm": torch.from_numpy(order._order.copy()),
+                          "pos": order._pos, "rejected": order.rejected},
+                "state": state}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+        self._last_save = time.monotonic()
+
+    def _restore(self, path) -> None:
+        try:  # tensors, numbers, strings and lists only: nothing is unpickled as code
+            blob = torch.load(path, map_location=self.cfg.device, weights_only=True)
+        except Exception as e:
+            print(f"seqgap: warning: ignoring unreadable checkpoint {path} ({type(e).__name__}); training from "
+                  f"the start", file=sys.stderr)
+            return
+        if blob.get("run_id") != self.config.hash():
+            return
+        self.model.load_state_dict(blob["model"])
+        self.opt.load_state_dict(blob["opt"])
+        rng = blob["rng"]
+        self.rng_state = (rng[0], rng[1] if len(rng) > 1 else None)
+        o = blob["order"]
+        self.order.rng.bit_generator.state = o["rng"]
+        self.order._order, self.order._pos, self.order.rejected = o["perm"].numpy(), o["pos"], o["rejected"]
+        for k, v in blob["state"].items():
+            setattr(self.state, k, v)
+        print(f"seqgap: resuming {self.config.hash()} from its checkpoint at step {self.state.step}", file=sys.stderr)
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_batches(self.model, self.data.val_batches, self.cfg.device)
@@ -415,6 +462,18 @@ class Run:
         """The run's summary (and the evaluations that follow training: generation, extra lengths)."""
         return finish_run(self.config, self.data, self.state, self.model, self.evaluate, keep_model,
                           rejected=self.order.rejected)
+
+
+def checkpoint_path(config: RunConfig) -> Path | None:
+    d = config.train.checkpoint_dir
+    return None if not d else Path(d) / f"{config.hash()}.pt"
+
+
+def drop_checkpoint(config: RunConfig) -> None:
+    """Remove a run's checkpoint once its result is stored."""
+    path = checkpoint_path(config)
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def _rng_state(device: str) -> tuple:
@@ -555,4 +614,5 @@ def run(config: RunConfig, store=None, progress: ProgressFn | None = None, force
     result = train(config, progress=progress, keep_model=keep_model)
     if store is not None:
         store.put(run_id, result.config, result.summary, result.history)
+        drop_checkpoint(config)
     return result
