@@ -43,16 +43,32 @@ SPECIALS = (PAD, BOS, SEP, EOS)
 
 FAMILIES = ("state-tracking", "retrieval")  # study E's tasks, study W's tasks
 
+# Options that size a vocabulary (m, alphabet, max_nodes, ...) are bounded: a typo such as
+# m=1e11 would otherwise spend minutes building a list of symbols and then exhaust memory.
+MAX_SYMBOLS = 1 << 20
+# Problem counts whose log2 exceeds this are "astronomically many" without being computed
+# (never materialise a huge integer: m**L at L = 1e5 takes minutes to sum over lengths).
+COUNT_BITS_LIMIT = 4096
+
 
 def as_int(name: str, task: str, value: Any) -> int:
     """An integer option (CLI strings such as "5" accepted), else a one-line SeqgapError."""
+    if isinstance(value, (bool, float)):  # integers strictly: 1e3 (a float) or True is not a count
+        raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}")
     try:
         out = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}") from None
     if out != value and str(out) != str(value).strip():
         raise SeqgapError(f"{task}: {name} must be an integer, got {value!r}")
     return out
+
+
+def check_symbols(task: str, name: str, value: int) -> int:
+    """``value`` of a vocabulary-sizing option, or one line when it exceeds :data:`MAX_SYMBOLS`."""
+    if value > MAX_SYMBOLS:
+        raise SeqgapError(f"{task}: {name} must be at most {MAX_SYMBOLS:,} (it sizes the vocabulary), got {value:,}")
+    return value
 
 
 class Vocab:
@@ -211,7 +227,7 @@ class Task(ABC):
         if v < low or (high is not None and v > high):
             allowed = f">= {low}" if high is None else f"in {low}..{high}"
             raise SeqgapError(f"{cls.name}: {cls.size_param} must be {allowed}, got {v}")
-        return v
+        return check_symbols(cls.name, cls.size_param, v)
 
     @classmethod
     def size_of(cls, params: Mapping[str, Any]) -> int | None:

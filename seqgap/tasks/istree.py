@@ -108,7 +108,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, EOS, PAD, Example, Task, Vocab, as_int
+from seqgap.tasks.base import BOS, EOS, PAD, Example, Task, Vocab, as_int, check_symbols
 from seqgap.tasks.retrieval_tool import DASH, ENDSEARCH, FAILED, STARTSEARCH, TILDE, RetrievalTool
 
 TRUE, FALSE = "[TRUE]", "[FALSE]"
@@ -450,6 +450,7 @@ class IsTree(Task):
         size = as_int("max_nodes", "istree", max_nodes if max_nodes is not None else n_max if n_max is not None else 64)
         if size < IsTree.min_length:
             raise SeqgapError(f"istree: max_nodes must be >= {IsTree.min_length}, got {size}")
+        check_symbols("istree", "max_nodes", size)
         self.format, self.distribution, self.max_nodes = format, distribution, int(size)
         self.vocab = istree_vocab(self.max_nodes)
         self._graph = GRAPHS[distribution]
@@ -474,6 +475,14 @@ class IsTree(Task):
         rejection, never enumerated: neither distribution is uniform over its edge sets."""
         n = int(length)
         self.check_length(n)
+        # a lower bound on log2 of the count first, so no huge integer is materialised
+        if self.distribution == "binary":
+            low = n - 4 + math.log2(max(n - 3, 1)) if n >= 6 else 0.0  # trees alone: C(n,2)(n-2)(n-3)2^(n-4)
+        else:
+            pairs = n * (n - 1) // 2
+            low = (math.lgamma(pairs + 1) - math.lgamma(n) - math.lgamma(pairs - n + 2)) / math.log(2) - 1
+        if low > math.log2(_COUNT_LIMIT) + 1:
+            return None
         count = (binary_graph_count if self.distribution == "binary" else random_graph_count)(n)
         return count if count < _COUNT_LIMIT else None
 

@@ -29,7 +29,7 @@ from typing import Any, Hashable, Sequence
 import numpy as np
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, SEP, SPECIALS, Example, Task, Vocab, as_int
+from seqgap.tasks.base import BOS, SEP, SPECIALS, Example, Task, Vocab, as_int, check_symbols
 
 FORMATS = ("vanilla",)  # answered directly; W's retrieval tasks need no CoT
 _BOS_ID, _SEP_ID = SPECIALS.index(BOS), SPECIALS.index(SEP)
@@ -40,11 +40,22 @@ def _int_option(task: str, name: str, value: Any, low: int) -> int:
     out = as_int(name, task, value)
     if out < low:
         raise SeqgapError(f"{task}: {name} must be >= {low}, got {out}")
-    return out
+    return check_symbols(task, name, out)
 
 
 def _small(count: int) -> int | None:
     return count if count < _COUNT_LIMIT else None
+
+
+def _log2_perm(a: int, n: int) -> float:
+    """log2 of math.perm(a, n) (a >= n >= 0), without computing it."""
+    return (math.lgamma(a + 1) - math.lgamma(a - n + 1)) / math.log(2)
+
+
+def _too_many(log2_count: float) -> bool:
+    """Whether a count of about 2**log2_count is surely above _COUNT_LIMIT (checked before the exact
+    integer is materialised; a margin covers the float rounding of the estimate)."""
+    return log2_count > math.log2(_COUNT_LIMIT) + 1
 
 
 def _digits(index: int, base: int, count: int) -> tuple[int, ...]:
@@ -135,7 +146,10 @@ class Index(RetrievalTask):
         return tuple(rng.integers(0, self.alphabet, size=n).tolist()), int(rng.integers(n))
 
     def num_problems(self, length: int) -> int | None:
-        return _small(int(length) * self.alphabet ** int(length))
+        n = int(length)
+        if _too_many(math.log2(max(n, 1)) + n * math.log2(self.alphabet)):
+            return None
+        return _small(n * self.alphabet ** n)
 
     def problem_from_index(self, length: int, index: int) -> tuple[tuple[int, ...], int]:
         n = int(length)
@@ -192,6 +206,9 @@ class _KeyValueTask(RetrievalTask):
 
     def _pairs_count(self, n: int) -> int:
         return math.perm(self.alphabet, n) * self.values ** n
+
+    def _log2_pairs_count(self, n: int) -> float:
+        return _log2_perm(self.alphabet, min(n, self.alphabet)) + n * math.log2(self.values)
 
     def _pairs_from_index(self, n: int, index: int) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
         """-> (rest of the index, keys, values)."""
@@ -252,7 +269,10 @@ class AssociativeRecall(_KeyValueTask):
         return keys, values, int(rng.integers(n))
 
     def num_problems(self, length: int) -> int | None:
-        return _small(int(length) * self._pairs_count(int(length)))
+        n = int(length)
+        if _too_many(math.log2(max(n, 1)) + self._log2_pairs_count(n)):
+            return None
+        return _small(n * self._pairs_count(n))
 
     def problem_from_index(self, length: int, index: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         q, keys, values = self._pairs_from_index(int(length), int(index))
@@ -305,6 +325,8 @@ class MultiQueryAR(_KeyValueTask):
 
     def num_problems(self, length: int) -> int | None:
         n = int(length)
+        if _too_many(_log2_perm(n, self._m(n)) + self._log2_pairs_count(n)):
+            return None
         return _small(math.perm(n, self._m(n)) * self._pairs_count(n))
 
     def problem_from_index(self, length: int, index: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -36,13 +36,15 @@ vectorised hooks that :mod:`seqgap.tasks.dataset` uses when present:
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import BOS, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab, as_int
+from seqgap.tasks.base import (BOS, COUNT_BITS_LIMIT, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab,
+                               as_int)
 
 FORMATS = ("outcome", "cot", "acot")
 _OFF = len(SPECIALS)  # token id of symbol j is _OFF + j
@@ -84,13 +86,18 @@ class StateTrackingTask(Task):
         self.check_length(length)
         return list(map(tuple, rng.integers(0, self.n_symbols, size=(int(count), int(length))).tolist()))
 
-    def num_problems(self, length: int) -> int:
-        return self.n_symbols ** int(length)
+    def num_problems(self, length: int) -> int | None:
+        """G**n, exactly; None (astronomically many) when it has more than ``COUNT_BITS_LIMIT``
+        bits, decided from n * log2(G) before the integer is computed."""
+        n = int(length)
+        if n * math.log2(self.n_symbols) > COUNT_BITS_LIMIT:
+            return None
+        return self.n_symbols ** n
 
     def problem_from_index(self, length: int, index: int) -> tuple[int, ...]:
         """Base-G digits of ``index``, most significant first (so index order = lexicographic)."""
         length, index = int(length), int(index)
-        if not 0 <= index < self.num_problems(length):
+        if not 0 <= index < self.n_symbols ** length:
             raise IndexError(f"{self.name}: index {index} out of range for length {length}")
         digits = [0] * length
         for j in range(length - 1, -1, -1):
@@ -100,7 +107,7 @@ class StateTrackingTask(Task):
     def problems_from_indices(self, length: int, indices: np.ndarray) -> list[tuple[int, ...]]:
         """Vectorised :meth:`problem_from_index` (needs G**length < 2**63)."""
         length = int(length)
-        if self.num_problems(length) >= 2**63:
+        if length * math.log2(self.n_symbols) >= 62:  # G**length may not fit in int64
             return [self.problem_from_index(length, int(i)) for i in indices]
         idx = np.asarray(indices, dtype=np.int64).copy()
         digits = np.empty((len(idx), length), dtype=np.int64)
