@@ -32,7 +32,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -175,24 +177,78 @@ def get_spec(name: str) -> ModelSpec:
 
 def make_config(name: str, size: str | None = None, **overrides: Any):
     """The config dataclass of model ``name``: named ``size`` (if any), then ``overrides``."""
+    return model_config(name, size, overrides)
+
+
+# Names that seqgap itself passes to a model (from the task, -L and --size): never model options.
+RESERVED_OPTIONS = {"vocab_size": "set by the task's vocabulary", "max_len": "set from -L, --eval-lengths "
+                    "and --max-positions", "size": "use --size", "config": "give the options themselves",
+                    "name": "use --model"}
+MAX_LAYERS = 1024  # n_layers above this is a typo (and would take minutes just to build)
+_MAX_INT_OPTION = 2**31 - 1
+
+
+def model_config(name: str, size: str | None, options: Mapping[str, Any] | None):
+    """:func:`make_config` with the options as a mapping: every option checked (reserved names,
+    unknown names, types by the config's field annotations, positive and finite numbers), one
+    SeqgapError line naming the option for any failure."""
+    from seqgap.values import parse_typed
+
     spec = get_spec(name)
+    options = dict(options or {})
+    for k in options:
+        if k in RESERVED_OPTIONS:
+            raise SeqgapError(f"model {name}: {k} is not a model option ({RESERVED_OPTIONS[k]})")
     values: dict[str, Any] = {}
     if size is not None:
-        if size not in spec.sizes:
+        if not isinstance(size, str) or size not in spec.sizes:
             raise SeqgapError(f"model {name}: unknown size {size!r}; known sizes: {', '.join(spec.sizes) or 'none'}")
         values.update(spec.sizes[size])
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in options.items() if v is not None})
     known = {f.name for f in dataclasses.fields(spec.config)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(map(str, values)) - known)
     if unknown:
         raise SeqgapError(f"model {name}: unknown option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
-    for k, v in values.items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0 and k not in _MAY_BE_ZERO:
-            raise SeqgapError(f"model {name}: {k} must be positive, got {v}")
+    try:
+        hints = typing.get_type_hints(spec.config)
+    except Exception:  # a plugin config with unresolvable annotations: values are not typed
+        hints = {}
+    for k, v in list(values.items()):
+        if k in hints:
+            v = values[k] = parse_typed(v, hints[k], f"model {name}: option {k}")  # strings typed by the field
+            _check_type(name, k, v, hints[k])
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise SeqgapError(f"model {name}: {k} must be a finite number, got {v}")
+            if v <= 0 and k not in _MAY_BE_ZERO:
+                raise SeqgapError(f"model {name}: {k} must be positive, got {v}")
+            if isinstance(v, int) and v > _MAX_INT_OPTION:
+                raise SeqgapError(f"model {name}: {k} must be at most {_MAX_INT_OPTION:,}, got {v}")
+    if isinstance(values.get("n_layers"), int) and values["n_layers"] > MAX_LAYERS:
+        raise SeqgapError(f"model {name}: n_layers must be at most {MAX_LAYERS}, got {values['n_layers']}")
     try:
         return spec.config(**values)
     except (TypeError, ValueError) as e:
         raise SeqgapError(f"model {name}: {e}") from None
+
+
+def _check_type(name: str, key: str, value: Any, annotation: Any) -> None:
+    """One line when ``value`` does not have the field's declared type (int, float, bool, str or an
+    optional/union of them; other annotations are not checked)."""
+    from seqgap.values import _base_types
+
+    kinds, optional = _base_types(annotation)
+    if value is None:
+        if optional:
+            return
+    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              bool: lambda v: isinstance(v, bool), str: lambda v: isinstance(v, str)}
+    if not all(k in checks for k in kinds):
+        return
+    if not any(checks[k](value) for k in kinds):
+        what = " or ".join({int: "an integer", float: "a number", bool: "yes/no", str: "a name"}[k] for k in kinds)
+        raise SeqgapError(f"model {name}: option {key}: expected {what}, got {value!r}")
 
 
 # config fields that may legitimately be zero (e.g. dropout, attention position)

@@ -223,6 +223,7 @@ class Driver:
                     req.stored[c.hash()] = RunResult(c.hash(), row["config"], row["summary"], row["history"],
                                                      cached=True)
                     req.todo.remove(c)
+                    self.counts["from_store"] += 1
             if (req.stop_on_success and any(r.success for r in req.stored.values())) or not req.todo:
                 self._resolve(req, {})
             else:
