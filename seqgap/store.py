@@ -138,6 +138,22 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _owner_process_gone(owner: str) -> bool:
+    """A claim made by a process of this machine that no longer exists (killed: no release, no
+    heartbeat) is dead at once, not only after its ttl, so a rerun right after kill -9 goes ahead."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's claim: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, another user's
+        return False
+    return False
+
+
 class _Locked(Exception):
     """Another connection kept the write lock for the whole wait (internal)."""
 
@@ -557,7 +573,8 @@ class RunStore:
             c.execute("DELETE FROM claims WHERE heartbeat + 10 * ttl < ?", (now,))
             held = c.execute("SELECT owner, heartbeat, ttl, claimed FROM claims WHERE run_id=?",
                              (run_id,)).fetchone()
-            if held is not None and held[0] != owner and _alive(held[1], held[2], now):
+            if held is not None and held[0] != owner and _alive(held[1], held[2], now) \
+                    and not _owner_process_gone(held[0]):
                 return False
             claimed = held[3] if held is not None and held[0] == owner else now
             c.execute("INSERT OR REPLACE INTO claims (run_id, owner, claimed, heartbeat, ttl) VALUES (?,?,?,?,?)",

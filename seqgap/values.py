@@ -31,6 +31,14 @@ def parse_typed(text: Any, annotation: Any, name: str) -> Any:
         return None
     if not s:
         raise SeqgapError(f"{name}: empty value")
+    if len(kinds) > 1:  # a union (``int | str``): the first of its types that parses the text
+        for kind in kinds:
+            try:
+                return parse_typed(s, kind, name)
+            except SeqgapError:
+                continue
+        raise SeqgapError(f"{name}: expected {' or '.join(getattr(k, '__name__', str(k)) for k in kinds)}, "
+                          f"got {text!r}")
     kind = kinds[0]
     origin = typing.get_origin(kind)
     if origin in (tuple, list):

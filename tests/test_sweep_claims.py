@@ -33,3 +33,18 @@ def test_two_drivers_never_train_a_run_twice(tmp_path):
     assert sum(c["trained"] for c in counts) == 6, counts  # each run once, whoever claimed it
     assert sum(c["from_store"] for c in counts) >= 6 - min(c["trained"] for c in counts)
     assert len(RunStore(store)) == 6 and not RunStore(store).claims()
+
+
+def test_a_killed_claimants_claim_is_taken_at_once(tmp_path):
+    # kill -9 leaves its claims behind; on the same machine a dead pid frees them at once, not after the ttl
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = RunStore(str(tmp_path / "s.sqlite"))
+    assert store.claim("run-a", f"{socket.gethostname()}:{dead.pid}:x", ttl_s=3600)
+    assert store.claim("run-a", "me:1:y", ttl_s=60)  # taken over: its owner's process is gone
+    assert store.claim("run-b", f"{socket.gethostname()}:{__import__('os').getpid()}:x", ttl_s=3600)
+    assert not store.claim("run-b", "me:1:y", ttl_s=60)  # a live local owner keeps it
+    assert store.claim("run-c", "elsewhere:1:x", ttl_s=3600)
+    assert not store.claim("run-c", "me:1:y", ttl_s=60)  # another machine's claim: only its ttl tells

@@ -105,11 +105,17 @@ def build_model_for(task: Task, config: RunConfig):
 
 def check_device(device: str) -> None:
     """One line for a device this machine does not have (before any work)."""
+    if not isinstance(device, str) or not device.strip():
+        raise SeqgapError(f"--device: expected a device name such as cpu, cuda or cuda:N, got {device!r}")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise SeqgapError(f"--device: {device!r} is not a device ({e}); use cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise SeqgapError(f"--device: {device!r} is not a device ({str(e).splitlines()[0][:120]}); "
+                          f"use cpu, cuda or cuda:N") from None
     if dev.type == "cpu":
+        if dev.index not in (None, 0):
+            raise SeqgapError(f"--device {device}: the CPU has no device index {dev.index}; use cpu "
+                              f"(--threads sets how many cores a run uses)")
         return
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -122,14 +128,98 @@ def check_device(device: str) -> None:
     raise SeqgapError(f"--device {device}: not available here; use cpu or cuda")
 
 
+def _physical_memory() -> int | None:
+    """Bytes of physical RAM (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def estimate_request_bytes(config: RunConfig, task: Task, parts: dict[str, float] | None = None) -> int:
+    """An up-front estimate (an upper-side one, within a small factor) of the memory a run needs,
+    from the config alone (nothing is built): the stored problems and encoded validation,
+    the model's parameters with gradients and Adam's two moments, and the largest step (training
+    batch or evaluation chunk: activations, attention scores, logits).  ``parts``, when given,
+    receives the estimate's terms by name (for the refusal message)."""
+    from seqgap.models.registry import get_spec, model_config
+    from seqgap.tasks.dataset import default_n_val
+
+    spec = get_spec(config.model)
+    cfg = model_config(config.model, config.model_size, config.model_options)
+    vocab = len(task.vocab)
+    T = positions_needed(task, config)  # tokens of the longest sequence (train or extra eval length)
+    T_train = task.max_tokens(config.max_length)
+    T_eval = task.max_tokens(max([config.max_length, *config.eval_lengths]))
+
+    def opt(name: str, default: float = 0) -> float:
+        v = getattr(cfg, name, None)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float(default)
+
+    d = opt("d_model", 64)
+    h = opt("hidden", d) or d
+    ff = opt("d_ff", 4 * d) or 4 * d
+    expand = opt("expand", 1) or 1
+    width = max(d, h, expand * d)
+    layers = opt("n_layers", 1) + (1 if spec.name == "hybrid" else 0)
+    attn_layers = 0 if spec.recurrent else (1 if spec.name == "hybrid" else layers)
+    heads = opt("n_heads", 4) or 1
+    per_layer = max(4 * d * d + 3 * d * ff, 4 * h * (d + h), 3 * expand * d * d + expand * d * opt("d_state") * 2,
+                    h * h * (opt("d_input") + 1))
+    params = layers * per_layer + 2 * vocab * d + T * d
+    out = {}
+    # data: problems kept as Python tuples and encoded as int64 inputs/targets/mask (factor 2 for both)
+    n_val = config.n_val if config.n_val is not None else default_n_val(task, config.max_length, config.length_dist)
+    out["data"] = (config.n_train + n_val) * T_train * 8 * 2 + (config.n_eval * T_eval * 8 * 2 if config.eval_lengths else 0)
+    out["model"] = params * 4 * 4  # weights, gradients, Adam's two moments (float32)
+    B = config.train.batch_size
+    # training step: activations kept for backward (~16 floats per width per layer and token), attention
+    # scores (scores, softmax, gradient), logits (logits, log-softmax, gradient)
+    train_step = (B * T_train * width * layers * 16 + attn_layers * B * heads * T_train ** 2 * 3
+                  + B * T_train * vocab * 3) * 4
+    # evaluation (no gradient): validation in chunks of 512, extra lengths in chunks of 256
+    eval_step = max((512 * T_train * (width * 8 + vocab) + (512 * heads * T_train ** 2 if attn_layers else 0)) * 4,
+                    (256 * T_eval * (width * 8 + vocab) + (256 * heads * T_eval ** 2 if attn_layers else 0)) * 4
+                    if config.eval_lengths else 0)
+    out["largest step"] = max(train_step, eval_step)
+    if parts is not None:
+        parts.update(out)
+    return int(sum(out.values()))
+
+
 def prepare(config: RunConfig) -> tuple[Task, Any]:
     """Every check a run needs, before any data is generated: options, device, task, data
-    sizes and model (one line for any failure).  Returns the task and a freshly built model."""
+    sizes, memory and model (one line for any failure).  Returns the task and a freshly built model."""
+    from seqgap.models.registry import model_config
+
     config.validate()
     check_device(config.train.device)
+    cores = os.cpu_count() or 1
+    if config.train.threads is not None and config.train.threads > cores:
+        raise SeqgapError(f"--threads must be at most {cores} (the cores of this machine), got {config.train.threads}")
     task = build_task(config)
     if config.n_train:  # streaming (N = 0) draws fresh problems: nothing to run out of
         check_sizes(task, config.max_length, config.length_dist, config.n_train, config.n_val)
+    model_config(config.model, config.model_size, config.model_options)  # every model option, one line
+    parts: dict[str, float] = {}
+    need = estimate_request_bytes(config, task, parts)
+    have = _physical_memory()
+    if have is not None and need > have:
+        detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items())
+        raise SeqgapError(f"this run needs about {_gib(need)} of memory ({detail}), more than this machine's "
+                          f"{_gib(have)}; lower --n-train/--n-val, --batch-size, -L/--eval-lengths or the model size")
+    if config.train.device.startswith("cuda"):
+        dev = torch.device(config.train.device)
+        total = torch.cuda.get_device_properties(dev.index or 0).total_memory
+        on_device = parts["model"] + parts["largest step"]
+        if on_device > total:
+            raise SeqgapError(f"this run needs about {_gib(on_device)} on {config.train.device} (model "
+                              f"{_gib(parts['model'])}, largest step {_gib(parts['largest step'])}), more than its "
+                              f"{_gib(total)}; lower --batch-size, -L/--eval-lengths or the model size")
     return task, build_model_for(task, config)
 
 

@@ -1,0 +1,65 @@
+"""kill -9 a study at random moments, rerun it to completion: nothing finished is trained again,
+and the final store and N* table equal an uninterrupted run's (real processes, real signals)."""
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seqgap.store import RunStore
+
+STUDY = ["study", "sample-complexity", "--task", "modadd", "--m", "2", "-L", "4,5", "--model", "lstm,transformer",
+         "--format", "acot", "--n-max", "24", "--factor", "2", "--max-steps", "3", "--lrs", "1e-2,3e-3",
+         "--seeds", "0", "--steps", "60", "--eval-every", "20", "--success-loss", "0.3", "--workers", "2"]
+
+
+def run_study(store, out, kill_after: float | None = None):
+    cmd = [sys.executable, "-m", "seqgap", *STUDY, "--store", str(store), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after is not None:
+        time.sleep(kill_after)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    out_text, err = proc.communicate(timeout=600)
+    return proc.returncode, out_text, err
+
+
+def stored(store) -> dict:
+    timing = {"seconds", "tokens_per_s"}
+    return {r["id"]: ({k: v for k, v in r["summary"].items() if k not in timing},
+                      [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]])
+            for r in RunStore(store).all() if r["kind"] == "train"}
+
+
+def kill_loop(tmp_path, kills: int, seed: int):
+    whole = tmp_path / "whole.sqlite"
+    code, table, _ = run_study(whole, tmp_path / "whole")
+    assert code == 0
+    store = tmp_path / "killed.sqlite"
+    rng = random.Random(seed)
+    for _ in range(kills):
+        run_study(store, tmp_path / "killed", kill_after=rng.uniform(1.0, 6.0))
+    before = set(stored(store)) if store.exists() else set()
+    code, table_after, err = run_study(store, tmp_path / "killed")
+    assert code == 0, err
+    trained = sum(int(t) for t in re.findall(r"runs, (\d+) trained\)", err))
+    after = stored(store)
+    # nothing that was stored before the final rerun is trained again
+    assert trained == len(set(after) - before), (trained, len(after), len(before))
+    assert after == stored(whole)
+    assert table_after.split("## What the numbers say")[0] == table.split("## What the numbers say")[0]
+    assert RunStore(store).claims() == []
+
+
+def test_kill_loop_short(tmp_path):
+    kill_loop(tmp_path, kills=2, seed=0)
+
+
+@pytest.mark.slow
+def test_kill_loop_long(tmp_path):
+    kill_loop(tmp_path, kills=10, seed=1)
