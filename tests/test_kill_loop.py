@@ -63,3 +63,19 @@ def test_kill_loop_short(tmp_path):
 @pytest.mark.slow
 def test_kill_loop_long(tmp_path):
     kill_loop(tmp_path, kills=10, seed=1)
+
+
+def test_ctrl_c_stops_a_study_within_seconds_and_leaves_the_store_consistent(tmp_path):
+    import os
+    import sqlite3
+
+    cmd = [sys.executable, "-m", "seqgap", *STUDY[:STUDY.index("--steps")], "--steps", "5000", "--eval-every", "50",
+           "--success-loss", "1e-9", "--workers", "2", "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(5)  # training in both workers
+    t0 = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert time.time() - t0 < 15 and proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err.split("interrupted")[-1]
+    assert sqlite3.connect(tmp_path / "s.sqlite").execute("pragma integrity_check").fetchone() == ("ok",)

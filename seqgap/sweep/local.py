@@ -21,8 +21,12 @@ def default_workers() -> int:
 
 
 def _init_worker(threads: int, parent: int) -> None:
+    import signal
+
     # set where the process starts, before torch loads (see seqgap.cli)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Ctrl-C reaches the whole process group: the driver handles it and stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent)
     import torch
 
@@ -98,10 +102,15 @@ class LocalEngine:
         return out
 
     def close(self) -> None:
+        """Stop at once: queued jobs are cancelled, running ones killed (their runs were not stored;
+        a rerun trains them again, from their checkpoints when they have one)."""
         if self._pool is not None:
             for fut in self._futures:
                 fut.cancel()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            workers = list(getattr(self._pool, "_processes", {}).values())  # no public handle on them
+            for proc in workers:
+                proc.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._futures.clear()
         self._inline.clear()
