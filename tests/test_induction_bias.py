@@ -4,7 +4,6 @@ The findings are the study's verdicts, so each check is exercised both ways (a c
 that shows the claim and one that does not or cannot), and the orchestration is
 checked to run each part with exactly the cells that part's own command would use.
 """
-import argparse
 from types import SimpleNamespace
 
 import pytest

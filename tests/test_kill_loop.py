@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from helpers import stored_metrics
+
 from seqgap.store import RunStore
 
 STUDY = ["study", "sample-complexity", "--task", "modadd", "--m", "2", "-L", "4,5", "--model", "lstm,transformer",
@@ -29,12 +31,6 @@ def run_study(store, out, kill_after: float | None = None):
     return proc.returncode, out_text, err
 
 
-def stored(store) -> dict:
-    timing = {"seconds", "tokens_per_s"}
-    return {r["id"]: ({k: v for k, v in r["summary"].items() if k not in timing},
-                      [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]])
-            for r in RunStore(store).all() if r["kind"] == "train"}
-
 
 def kill_loop(tmp_path, kills: int, seed: int):
     whole = tmp_path / "whole.sqlite"
@@ -44,14 +40,14 @@ def kill_loop(tmp_path, kills: int, seed: int):
     rng = random.Random(seed)
     for _ in range(kills):
         run_study(store, tmp_path / "killed", kill_after=rng.uniform(1.0, 6.0))
-    before = set(stored(store)) if store.exists() else set()
+    before = set(stored_metrics(store)) if store.exists() else set()
     code, table_after, err = run_study(store, tmp_path / "killed")
     assert code == 0, err
     trained = sum(int(t) for t in re.findall(r"runs, (\d+) trained\)", err))
-    after = stored(store)
+    after = stored_metrics(store)
     # nothing that was stored before the final rerun is trained again
     assert trained == len(set(after) - before), (trained, len(after), len(before))
-    assert after == stored(whole)
+    assert after == stored_metrics(whole)
     assert table_after.split("## What the numbers say")[0] == table.split("## What the numbers say")[0]
     assert RunStore(store).claims() == []
 

@@ -9,7 +9,6 @@ from seqgap.cli import build_parser, main, run_config_from
 from seqgap.config import RunConfig, TrainConfig
 from seqgap.errors import SeqgapError
 from seqgap.options import apply_overrides, parse_kv, typed_model_options
-from seqgap.values import parse_typed
 
 
 def config_of(*argv: str) -> RunConfig:

@@ -182,6 +182,8 @@ def test_tiny_untrained_model_records_generation_metrics():
     s = res.summary
     assert s["gen_n"] == 6 and 0 <= s["gen_acc"] <= 1 and 0 <= s["gen_trace_acc"] <= 1
     assert "gen_failures" in s and 0 <= s["val_seq_acc"] <= 1
+    for key, n in (("gen_acc", 6), ("gen_trace_acc", 6), ("val_seq_acc", s["n_val"])):  # counts over n examples
+        assert abs(s[key] * n - round(s[key] * n)) < 1e-9, key
 
 
 # ---- the study CLI --------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import pytest
 
 from seqgap.errors import SeqgapError
 from seqgap.tasks import make_task
-from seqgap.tasks.base import collate
 
 NAMES = ("index", "ar", "mqar", "cgram", "counting")
 

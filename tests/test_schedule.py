@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from seqgap.config import RunConfig, TrainConfig
+from helpers import stored_metrics
+
 from seqgap.store import RunStore
 from seqgap.studies import sample_complexity as sc
 from seqgap.training import trainer
@@ -14,16 +16,6 @@ SETTINGS = sc.SearchSettings(n_max=16, factor=4, max_steps=2, bisect="geometric"
 CELL = sc.Cell("modadd", {"m": 2, "format": "acot"}, 4, "fixed", "transformer", "tiny")
 OTHER = sc.Cell("modadd", {"m": 2, "format": "acot"}, 5, "fixed", "lstm", "tiny")
 
-
-def stored_numbers(path) -> dict:
-    timing = {"seconds", "tokens_per_s"}
-    out = {}
-    for row in RunStore(path).all():
-        if row["kind"] != "train":
-            continue
-        out[row["id"]] = ({k: v for k, v in row["summary"].items() if k not in timing},
-                          [{k: v for k, v in h.items() if k != "seconds"} for h in row["history"]])
-    return out
 
 
 def test_a_cell_alone_or_in_a_sweep_stores_bit_identical_metrics(tmp_path):
@@ -38,7 +30,7 @@ def test_a_cell_alone_or_in_a_sweep_stores_bit_identical_metrics(tmp_path):
         sc.search_cells([CELL, OTHER], SETTINGS, str(two), workers=2)  # a process pool
     finally:
         torch.set_num_threads(prev)
-    a, b, c = stored_numbers(alone), stored_numbers(one), stored_numbers(two)
+    a, b, c = stored_metrics(alone), stored_metrics(one), stored_metrics(two)
     assert a and set(a) <= set(b) and set(b) == set(c)
     for rid, numbers in a.items():
         assert b[rid] == numbers and c[rid] == numbers, rid

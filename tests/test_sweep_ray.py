@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from seqgap.config import RunConfig, TrainConfig
+from helpers import stored_metrics
+
 from seqgap.store import RunStore
 from seqgap.studies import sample_complexity as sc
 
@@ -23,18 +25,12 @@ CELLS = [sc.Cell("modadd", {"m": 2, "format": "acot"}, 4, "fixed", "transformer"
          sc.Cell("modadd", {"m": 2, "format": "acot"}, 5, "fixed", "lstm", "tiny")]
 
 
-def numbers(path) -> dict:
-    timing = {"seconds", "tokens_per_s"}
-    return {r["id"]: ({k: v for k, v in r["summary"].items() if k not in timing},
-                      [{k: v for k, v in h.items() if k != "seconds"} for h in r["history"]])
-            for r in RunStore(path).all() if r["kind"] == "train"}
-
 
 def test_local_and_ray_engines_store_bit_identical_metrics(tmp_path):
     local = sc.search_cells(CELLS, SETTINGS, str(tmp_path / "local.sqlite"), workers=2)
     on_ray = sc.search_cells(CELLS, SETTINGS, str(tmp_path / "ray.sqlite"), workers=2, backend="ray")
     assert [r.search.to_dict() for r in local] == [r.search.to_dict() for r in on_ray]
-    a, b = numbers(tmp_path / "local.sqlite"), numbers(tmp_path / "ray.sqlite")
+    a, b = stored_metrics(tmp_path / "local.sqlite"), stored_metrics(tmp_path / "ray.sqlite")
     assert a and a == b
 
 

@@ -81,6 +81,7 @@ def test_eval_lengths_and_generation_metrics():
     r = train(tiny(task_params={"m": 2, "format": "cot"}, steps=20, eval_lengths=(8,), n_eval=20, gen_eval=10))
     ev = r.summary["eval_lengths"]["8"]
     assert 0.0 <= ev["acc"] <= 1.0 and "gen_acc" in ev and ev["gen_n"] == 20
+    assert abs(ev["acc"] * 20 - round(ev["acc"] * 20)) < 1e-9  # a fraction of the 20 problems generated
     assert r.summary["gen_n"] == min(10, r.summary["n_val"])
     assert r.summary["max_positions"] >= 2 * 8 + 2
 

@@ -149,10 +149,20 @@ def _load_entry_points() -> None:
             print(f"seqgap: warning: could not load model plugin {ep.name!r}: {e}", file=sys.stderr)
 
 
+# plugins loaded in this process (files as absolute paths), in order: the local engine's worker
+# processes load them too, so a study's cells can use plugin models and tasks on every core
+LOADED_PLUGINS: list[str] = []
+
+
 def load_plugin(target: str) -> None:
-    """Import a module (dotted path) or a ``.py`` file that registers models."""
+    """Import a module (dotted path) or a ``.py`` file that registers models (or tasks:
+    ``seqgap.tasks.register_task``).  Loading the same target twice imports it once."""
+    is_file = target.endswith(".py") or Path(target).exists()
+    key = str(Path(target).resolve()) if is_file else target
+    if key in LOADED_PLUGINS:
+        return
     try:
-        if target.endswith(".py") or Path(target).exists():
+        if is_file:
             path = Path(target)
             spec = importlib.util.spec_from_file_location(f"seqgap_plugin_{path.stem}", path)
             if spec is None or spec.loader is None:
@@ -162,6 +172,7 @@ def load_plugin(target: str) -> None:
             spec.loader.exec_module(module)
         else:
             importlib.import_module(target)
+        LOADED_PLUGINS.append(key)
     except SeqgapError:
         raise
     except Exception as e:

@@ -19,7 +19,7 @@ STUDY_MODULES = [
 ]
 
 
-def study_parser(study) -> "argparse.ArgumentParser":
+def study_parser(study):
     """A stand-alone parser of one study's options (with the shared ones), e.g. for its defaults."""
     import argparse
 

@@ -36,8 +36,9 @@ RNNS = ("lstm", "dense-ssm")
 
 def add_arguments(p) -> None:
     g = p.add_argument_group("models (default: the preset's)")
-    g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm (a plugin model by its name)")
-    g.add_argument("--size", help="named size for every model")
+    g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm (a plugin model by its name); "
+                                   "NAME:SIZE gives one model its own size (transformer:tiny,mine:small)")
+    g.add_argument("--size", help="named size for every model without its own NAME:SIZE")
     g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option for every model")
 
 
@@ -290,10 +291,14 @@ def main(args) -> int:
     t0 = time.perf_counter()
     log = lambda s: print(s, file=sys.stderr)  # noqa: E731
 
-    # each part's own plan(): the same cells and preset defaults as running that study alone
-    # 1) sample complexity
+    # each part's own plan(): the same cells and preset defaults as running that study alone; all
+    # three planned (options validated, every model through check-model) before anything trains
     args.store = store
     cells, settings = sample_complexity.plan(_part_args(sample_complexity, args, out / "sample_complexity"))
+    bases, sh_settings, min_n = sharing.plan(_part_args(sharing, args, out / "sharing"))
+    lg_args = _part_args(length_gen, args, out / "length_generalization")
+    lg_cells, lg_settings = length_gen.plan(lg_args)
+    # 1) sample complexity
     log(f"[1/3] sample complexity: {len(cells)} cells")
     opts = engine_options(args)
     workers = opts.pop("workers")
@@ -301,14 +306,11 @@ def main(args) -> int:
     md1 = write_sample_complexity_report(sc, settings, out / "sample_complexity")
 
     # 2) sharing
-    bases, sh_settings, min_n = sharing.plan(_part_args(sharing, args, out / "sharing"))
     log(f"[2/3] sharing: {len(bases)} model/format combinations")
     rows = sharing.compute_kappas(bases, sh_settings, store, workers, log=log, min_n=min_n, **opts)
     md2 = write_sharing_report(rows, sh_settings, out / "sharing")
 
     # 3) length generalisation
-    lg_args = _part_args(length_gen, args, out / "length_generalization")
-    lg_cells, lg_settings = length_gen.plan(lg_args)
     log(f"[3/3] length generalisation: {len(lg_cells)} cells")
     lg = length_gen.run_cells(lg_cells, lg_settings, store, workers, lg_args.n_eval, log=log, **opts)
     md3 = write_length_gen_report(lg, out / "length_generalization")

@@ -103,7 +103,7 @@ def plan(args) -> tuple[list[Cell], SearchSettings]:
     if d["n_max"] and not args.n_max:
         settings = replace(settings, n_max=d["n_max"])
     cells = make_cells(length_dist=args.length_dist, **axes)
-    validate_cells(cells)
+    validate_cells(cells, settings, eval_lengths=lambda c: eval_lengths_for(c.max_length))
     return cells, settings
 
 

@@ -84,13 +84,16 @@ class Grid:
     sizes: tuple[str, ...]
     ns: tuple[int, ...]
     formats: tuple[str, ...] = ("vanilla",)  # IsTree only
+    # per-model sizes (``--model llama:tiny``): (model, sizes) pairs that replace ``sizes`` for that model
+    model_sizes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def cells(self) -> list[Cell]:
         out = []
+        own = dict(self.model_sizes)
         for task in self.tasks:
             for fmt in (self.formats if task == "istree" else ("vanilla",)):
                 for model in self.models:
-                    for size in self.sizes:
+                    for size in own.get(model, self.sizes):
                         for n in self.ns:
                             out.append(Cell(task, n, model, size, fmt))
         return out
@@ -207,7 +210,8 @@ def task_params(cell: Cell, preset: Preset, capacity_alphabet: int) -> dict[str,
 
 def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: int | None = None,
                lr: float | None = None, device: str = "cpu", frozen: bool | None = None,
-               gen_eval: int | None = None, n_val: int | None = None, batch_size: int | None = None) -> RunConfig:
+               gen_eval: int | None = None, n_val: int | None = None, batch_size: int | None = None,
+               model_options: dict[str, Any] | None = None) -> RunConfig:
     steps = steps or preset.steps_for(cell)
     frozen = preset.frozen_embeddings if frozen is None else frozen
     tc = TrainConfig(lr=lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
@@ -219,7 +223,7 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
         task=cell.task, task_params=task_params(cell, preset, capacity_alphabet), max_length=cell.n,
         length_dist="fixed", n_train=0, n_val=n_val or preset.n_val, data_seed=preset.data_seed,
         model=cell.model, model_size=cell.size,
-        model_options={"frozen_embeddings": True} if frozen else {},
+        model_options={**(model_options or {}), **({"frozen_embeddings": True} if frozen else {})},
         train=tc,
         # free generation only where it measures something: IsTree (answers, live tool).
         # Retrieval tasks are scored by teacher-forced per-query accuracy.
@@ -362,8 +366,11 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cells (each option replaces that axis of every preset grid)")
     g.add_argument("--task", help="subset of istree,ar,mqar (default: the preset's)")
-    g.add_argument("--model", help="models, e.g. llama,mamba,lstm,hybrid (see `seqgap models`)")
-    g.add_argument("--size", help="named sizes, e.g. tiny,small or 0.5M,1M,2M")
+    g.add_argument("--model", help="models, e.g. llama,mamba,lstm,hybrid (see `seqgap models`; a plugin model by "
+                                   "its name, --plugin); NAME:SIZE gives one model its own size (llama:tiny,mine:small)")
+    g.add_argument("--size", help="named sizes for every model without its own NAME:SIZE, e.g. tiny,small or 0.5M,1M,2M")
+    g.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="model option for every model (repeatable), typed by each model's config")
     g.add_argument("--n", help="IsTree nodes / AR pairs, e.g. 8,16")
     g.add_argument("--pairs", help="AR/MQAR pairs only (overrides --n for them), e.g. 4,8,16,32")
     g.add_argument("--format", help="IsTree formats, subset of vanilla,cot,rag")
@@ -393,9 +400,19 @@ def cells_from(args, preset: Preset) -> list[Cell]:
     for f in formats or []:
         if f not in ISTREE_FORMATS:
             raise SeqgapError(f"retrieval-gap: unknown IsTree format {f!r}; choose from {', '.join(ISTREE_FORMATS)}")
-    models = str_list(args.model) if args.model else None
-    for m in models or []:
+    from seqgap.studies.models import parse_models
+
+    model_list = parse_models(args.model) if args.model else None
+    for m, _ in model_list or []:
         get_spec(m)  # unknown model -> SeqgapError
+    models = list(dict.fromkeys(m for m, _ in model_list)) if model_list else None
+    own_sizes: dict[str, list[str]] = {}
+    for m, sz in model_list or []:
+        if sz is not None:
+            own_sizes.setdefault(m, []).append(sz)
+    for m, sz in model_list or []:
+        if sz is None and m in own_sizes:
+            raise SeqgapError(f"retrieval-gap: --model gives {m} both with and without a size; use {m}:SIZE each time")
     sizes = str_list(args.size) if args.size else None
     ns = tuple(int_list(args.n)) if args.n else None
     pairs = tuple(int_list(args.pairs)) if args.pairs else None
@@ -420,7 +437,8 @@ def cells_from(args, preset: Preset) -> list[Cell]:
             continue
         g = dataclasses.replace(g, models=tuple(models) if models else g.models,
                                 sizes=tuple(sizes) if sizes else g.sizes,
-                                formats=tuple(formats) if formats else g.formats)
+                                formats=tuple(formats) if formats else g.formats,
+                                model_sizes=tuple((m, tuple(v)) for m, v in own_sizes.items()))
         for task in g.tasks:
             n_axis = pairs if (pairs and task != "istree") else ns
             cells += dataclasses.replace(g, tasks=(task,), ns=n_axis or g.ns).cells()
@@ -432,9 +450,30 @@ def cells_from(args, preset: Preset) -> list[Cell]:
             raise SeqgapError(f"retrieval-gap: IsTree needs n >= 4 nodes, got n = {c.n}")
         if c.n < 1:
             raise SeqgapError(f"retrieval-gap: {c.task} needs n >= 1 pairs, got n = {c.n}")
+    options = model_options_from(args)
     for model, size in dict.fromkeys((c.model, c.size) for c in cells):
-        make_config(model, size)  # unknown size for a model -> SeqgapError
+        make_config(model, size, **options.get(model, {}))  # unknown size or option for a model -> SeqgapError
     return cells
+
+
+def model_options_from(args) -> dict[str, dict[str, Any]]:
+    """``--model-opt`` per model of the study, typed by each model's config (one line for an option
+    a model does not have)."""
+    from seqgap.options import parse_kv, typed_model_options
+    from seqgap.models.registry import get_spec
+
+    raw = parse_kv(getattr(args, "model_opt", None), "--model-opt")
+    if not raw:
+        return {}
+    from seqgap.studies.models import parse_models
+
+    names = [m for m, _ in parse_models(args.model)] if args.model else \
+        [m for g in PRESETS[args.preset].grids for m in g.models]
+    out = {}
+    for m in dict.fromkeys(names):
+        get_spec(m)
+        out[m] = typed_model_options(m, raw)
+    return out
 
 
 def capacity_alphabet(cells: Sequence[Cell]) -> int:
@@ -446,6 +485,10 @@ def main(args) -> int:
     from seqgap.report.retrieval import write_retrieval_gap_report
     from seqgap.store import RunStore, default_store_path
 
+    from seqgap.models.registry import load_plugin
+
+    for target in getattr(args, "plugin", None) or []:  # plugin models and tasks, before any name is checked
+        load_plugin(target)
     preset = PRESETS[args.preset]
     if args.steps is not None and args.steps <= 0:
         raise SeqgapError(f"retrieval-gap: --steps must be positive, got {args.steps}")
@@ -462,9 +505,10 @@ def main(args) -> int:
         raise SeqgapError(f"retrieval-gap: --threshold must be in (0, 1], got {threshold}")
     cells = cells_from(args, preset)
     alphabet = capacity_alphabet(cells)
+    options = model_options_from(args)
     configs = [run_config(c, preset, alphabet, steps=args.steps, lr=args.lr, device=args.device,
                           frozen=args.frozen_embeddings, gen_eval=args.gen_eval, n_val=args.n_val,
-                          batch_size=args.batch_size) for c in cells]
+                          batch_size=args.batch_size, model_options=options.get(c.model)) for c in cells]
     from seqgap.training.trainer import build_task
 
     for cfg in configs:  # fail fast, before any worker starts
@@ -484,6 +528,9 @@ def main(args) -> int:
                   f"{'in store' if have else 'to train'}  run {cfg.hash()}")
         return 0
 
+    from seqgap.studies.models import check_run_models
+
+    check_run_models(configs, log=log)  # check-model once per distinct model, before any training
     t0 = time.perf_counter()
     from seqgap.options import engine_options
 

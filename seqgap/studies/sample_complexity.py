@@ -36,6 +36,7 @@ from seqgap.errors import SeqgapError
 from seqgap.models.registry import load_plugin
 from seqgap.options import (add_config_options, engine_options, float_list, given, int_list, parse_kv, str_list,
                             typed_model_options)
+from seqgap.studies.models import check_run_models, parse_models, resolve_sizes
 from seqgap.studies.search import ReplicateSummary, SearchResult, find_n_star, summarize
 
 NAME = "sample-complexity"
@@ -301,13 +302,15 @@ PRESETS = {"paper": (PAPER_SETTINGS, PAPER_GRID, PAPER_MODELS), "quick": (QUICK_
 
 
 def make_cells(task: str, sizes_axis: Sequence[Any], lengths: Sequence[int], formats: Sequence[str],
-               models: Sequence[str], sizes: dict[str, str | None], length_dist: str = "fixed",
+               models: Sequence[str | tuple[str, str | None]], sizes: dict[str, str | None], length_dist: str = "fixed",
                extra_task_params: dict[str, Any] | None = None, model_options: dict[str, Any] | None = None) -> list[Cell]:
     """Every combination of the axes; ``sizes_axis`` holds values of the task's own state-space
-    parameter (``size_param``: m for modadd, k for permutation; [None] for a task without one)."""
+    parameter (``size_param``: m for modadd, k for permutation; [None] for a task without one).
+    A ``models`` entry is a name (its size from ``sizes``) or a ``(name, size)`` pair."""
     size_param = task_class(task).size_param
     cells = []
-    for model in models:
+    for entry in models:
+        model, size = entry if isinstance(entry, tuple) else (entry, sizes.get(entry))
         opts = typed_model_options(model, dict(model_options or {}))
         for fmt in formats:
             for v in sizes_axis:
@@ -315,7 +318,7 @@ def make_cells(task: str, sizes_axis: Sequence[Any], lengths: Sequence[int], for
                     tp = {"format": fmt, **(extra_task_params or {})}
                     if v is not None and size_param:
                         tp = {size_param: v, **tp}
-                    cells.append(Cell(task, tp, L, length_dist, model, sizes.get(model), dict(opts)))
+                    cells.append(Cell(task, tp, L, length_dist, model, size, dict(opts)))
     return cells
 
 
@@ -402,8 +405,9 @@ def add_cell_arguments(p, lengths_help: str = "max lengths L, e.g. 5,10,20") -> 
     g.add_argument("--group", help="S or A (permutation tasks)")
     g.add_argument("--length", "-L", help=lengths_help)
     g.add_argument("--format", help="outcome,cot,acot")
-    g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm")
-    g.add_argument("--size", help="named size for every model (default: the preset's)")
+    g.add_argument("--model", help="models, e.g. transformer,lstm,dense-ssm; NAME:SIZE gives one model its own "
+                                   "size (transformer:tiny,mine:small); a plugin model by its name (--plugin)")
+    g.add_argument("--size", help="named size for every model without its own NAME:SIZE (default: the preset's)")
     g.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option for every model")
 
 
@@ -414,8 +418,14 @@ def cell_axes(args) -> dict[str, Any]:
     cls = task_class(args.task)
     if cls.family != "state-tracking":
         raise SeqgapError(f"{args.task} is not a state-tracking task (study E); see `seqgap tasks`")
-    models = str_list(args.model) if args.model else grid["model"]
-    sizes = {m: (args.size or sizes.get(m)) for m in models}
+    given_models = parse_models(args.model) or [(m, None) for m in grid["model"]]
+    names = [m for m, _ in given_models]
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:  # the reports group by model name
+        raise SeqgapError(f"--model: {', '.join(twice)} given with two sizes; give each model once "
+                          f"(one study per size of a model)")
+    models = resolve_sizes(given_models, args.size, sizes)
+    sizes = dict(models)
     if cls.size_param is None:
         if args.sizes_axis:
             raise SeqgapError(f"{args.task} has no state-space size option; drop --sizes/--m/--k")
@@ -439,8 +449,11 @@ def add_arguments(p) -> None:
     add_search_arguments(p)
 
 
-def validate_cells(cells: Sequence[Cell]) -> None:
-    """Fail fast (one line) on unknown tasks/models/options before any worker starts."""
+def validate_cells(cells: Sequence[Cell], settings: SearchSettings | None = None, eval_lengths=None,
+                   log=None) -> None:
+    """Fail fast (one line) on unknown tasks/models/options before any worker starts.  With
+    ``settings``: also ``check-model`` once per distinct model of the cells (for runs of those
+    settings; ``eval_lengths``: a function cell -> lengths its runs are evaluated at after training)."""
     from seqgap.models.registry import make_config
     from seqgap.tasks.catalog import make_task
     from seqgap.tasks.dataset import LENGTH_DISTS
@@ -450,13 +463,18 @@ def validate_cells(cells: Sequence[Cell]) -> None:
             raise SeqgapError(f"unknown length distribution {c.length_dist!r}; use one of {', '.join(LENGTH_DISTS)}")
         make_task(c.task, **c.task_params)
         make_config(c.model, c.model_size, **c.model_options)
+    if settings is not None:
+        configs = [run_config(c, settings, max(1, settings.n_min), settings.lrs[0], settings.seeds[0]) for c in cells]
+        if eval_lengths is not None:
+            configs = [cfg.replace(eval_lengths=tuple(eval_lengths(c))) for cfg, c in zip(configs, cells)]
+        check_run_models(configs, log=log)
 
 
 def plan(args) -> tuple[list[Cell], SearchSettings]:
     """The cells and search settings the parsed ``args`` ask for (preset defaults filled in)."""
     settings = settings_from(args)
     cells = make_cells(length_dist=args.length_dist, **cell_axes(args))
-    validate_cells(cells)
+    validate_cells(cells, settings)
     return cells, settings
 
 

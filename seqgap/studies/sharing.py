@@ -156,7 +156,7 @@ def plan(args) -> tuple[list[Cell], SearchSettings, int]:
     if not args.sizes_axis and args.task in SHARING_DEFAULT_SIZES[args.preset]:
         axes["sizes_axis"] = SHARING_DEFAULT_SIZES[args.preset][args.task]
     bases = make_cells(length_dist="fixed", **axes)
-    validate_cells(bases)
+    validate_cells(bases, settings)
     min_n = args.min_n if args.min_n is not None else SHARING_DEFAULT_MIN_N[args.preset]
     return bases, settings, min_n
 

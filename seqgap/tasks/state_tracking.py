@@ -43,8 +43,7 @@ import numpy as np
 import torch
 
 from seqgap.errors import SeqgapError
-from seqgap.tasks.base import (BOS, COUNT_BITS_LIMIT, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab,
-                               as_int)
+from seqgap.tasks.base import BOS, COUNT_BITS_LIMIT, EOS, PAD, SEP, SPECIALS, Batch, Example, Task, Vocab
 
 FORMATS = ("outcome", "cot", "acot")
 _OFF = len(SPECIALS)  # token id of symbol j is _OFF + j
