@@ -278,3 +278,13 @@ def test_members_finished_are_stored_before_the_rest(tmp_path):
     assert results[0].success and results[1].summary["steps"] == 60
     assert [rid for rid, _ in seen] == [c.hash() for c in configs]
     assert seen[0][1] < 60  # the fast member was stored while the slow one was still training
+
+
+def test_every_trainer_feature_works_for_ensembles_gen_eval_and_label_smoothing():
+    # the ensemble runs the single run's code, so options need no ensemble-specific support
+    base = dataclasses.replace(base_config("lstm", fmt="cot", steps=10, eval_every=5, label_smoothing=0.1),
+                               gen_eval=8)
+    configs = grid(base, lrs=(3e-3,), seeds=(0, 1))
+    for g, w in zip(train_ensemble(configs, strategy="loop"), [trainer.train(c) for c in configs]):
+        assert_identical_run(g, w)
+        assert g.summary["gen_n"] == 8 and "gen_acc" in g.summary
