@@ -20,4 +20,4 @@ bench: setup
 	bash benchmarks/run.sh
 
 clean:
-	rm -rf seqgap_runs seqgap_demo .pytest_cache
+	rm -rf seqgap_runs seqgap_demo .pytest_cache test-artifacts

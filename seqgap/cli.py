@@ -129,7 +129,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     del model
     bar = ProgressBar(config.train.steps, "train", enabled=not args.no_progress)
     try:
-        result = run(config, store, progress=bar, force=args.force)
+        result = run(config, store, progress=bar, force=args.force, keep_model=args.save_model)
+        if args.save_model:  # the final weights next to the store (safetensors)
+            from seqgap.weights import keep_weights
+
+            result, weights = keep_weights(result, config, store, progress=bar)
+            print(f"seqgap train: weights of run {result.id} in {weights}", file=sys.stderr)
     finally:
         bar.close()
     print(result.line())
@@ -152,6 +157,7 @@ def checkpoint_dir_for(store) -> str:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from seqgap.tasks.catalog import TASK_HELP, TASKS
 
+    load_plugins(args)
     for name in sorted(TASKS):
         cls = TASKS[name]
         fmts = getattr(cls, "formats", ())
@@ -212,10 +218,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 f"lr={t.get('lr')} seed={t.get('seed')}  best_val_loss={num(s['best_val_loss']):.3g} "
                 f"steps={s['steps']}")
 
+    from seqgap.export import filter_runs
+
     store = RunStore(args.store)
-    rows = store.all()
+    load_plugins(args)
+    rows = filter_runs(store.all(), args.model, args.task, args.kind, args.success)
     if args.limit:
         rows = rows[-args.limit:]
+    if args.export:
+        return export_runs(store, rows, args.export)
     for r in rows:
         if r["kind"] != "train":
             print(f"{r['id']}  [{r['kind']}]")
@@ -223,6 +234,37 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(line(r))
     print(f"{len(store)} runs in {store.path} (success = the run's criterion, validation loss below its "
           f"success_loss; accuracies: gen = free generation, TF = teacher-forced)", file=sys.stderr)
+    return 0
+
+
+def export_runs(store: Any, rows: list[dict[str, Any]], path: str) -> int:
+    """``seqgap runs --export FILE``: the (filtered) runs as flat records, CSV / JSON / Parquet."""
+    from seqgap.export import export, records
+
+    out = export(records(store, rows), path)
+    print(f"exported {len(rows)} of {len(store)} runs in {store.path} to {out}", file=sys.stderr)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``seqgap eval RUN_ID --lengths 10,20``: re-evaluate a stored run from its saved weights."""
+    from seqgap.options import int_list
+    from seqgap.store import RunStore
+    from seqgap.weights import eval_stored_run
+
+    load_plugins(args)
+    lengths = int_list(args.lengths, "--lengths")
+    store = RunStore(args.store)
+    rid, metrics, notes = eval_stored_run(store, args.run_id, lengths, args.n_eval, device=args.device, seed=args.seed)
+    for note in notes:
+        print(f"seqgap eval: note: {note}", file=sys.stderr)
+    for L, m in metrics.items():
+        gen = f", generated answer acc {m['gen_acc']:.3f}" if "gen_acc" in m else ""
+        print(f"run {rid} length {L}: answer acc {m['acc']:.3f} (normalized {m['acc_normalized']:.3f}), "
+              f"teacher-forced seq acc {m['val_seq_acc']:.3f}, token acc {m['val_token_acc']:.3f}{gen} "
+              f"[{args.n_eval} problems]")
+    if args.json:
+        print(json.dumps({"id": rid, "eval_lengths": metrics}, indent=2))
     return 0
 
 
@@ -356,6 +398,67 @@ def _cmd_runs_or_stale(args: argparse.Namespace) -> int:
     return cmd_runs_stale(args) if args.stale else cmd_runs(args)
 
 
+# ---- card, report ------------------------------------------------------------------------
+
+def cmd_card(args: argparse.Namespace) -> int:
+    """``seqgap card --model NAME``: the battery for a model and the baselines, one self-contained page;
+    ``seqgap card --index DIR``: one page comparing every card in a folder."""
+    from pathlib import Path
+
+    from seqgap.studies.card import load_cards, make_card
+
+    if args.index:
+        from seqgap.report.card import write_index
+
+        cards = load_cards(args.index)
+        paths = write_index(cards, args.out or args.index)
+        print(f"seqgap card --index: {len(cards)} cards -> {paths['html']}")
+        return 0
+    if not args.model:
+        raise SeqgapError("card: give --model NAME (or --index DIR)")
+    from seqgap.options import engine_options
+
+    opts = engine_options(args)
+    card = make_card(args.model, size=args.size, options=parse_kv(args.model_opt, "--model-opt"),
+                     battery_name=args.battery, match=args.match_params, store_path=args.store,
+                     out=args.out, plugins=args.plugin or [], **opts)
+    out = Path(args.out or f"seqgap_out/card_{args.model}")
+    print(f"seqgap card: {card['key']} ({card['battery']} battery, {card['wall_seconds']:.0f} s, trained "
+          f"{sum(card['trained_runs'].values())} runs) -> {out / 'card.html'}, card.md, card.json")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``seqgap report PATH``: a study's output folder, or a run store (.sqlite), as one self-contained HTML page."""
+    from pathlib import Path
+
+    from seqgap.report.html import report_page, runs_page
+
+    src = Path(args.path)
+    if src.is_file():  # a run store
+        from seqgap.store import RunStore
+
+        try:
+            store = RunStore(str(src))
+            rows = store.all(kind="train")
+            store.close()
+        except SeqgapError:
+            raise
+        except Exception as e:
+            raise SeqgapError(f"report: {src} is neither a study output folder nor a run store ({e})") from None
+        text = runs_page(rows, str(src))
+        out = Path(args.out or src.with_suffix(".html"))
+    elif src.is_dir():
+        text = report_page(src)
+        out = Path(args.out or src / "report.html")
+    else:
+        raise SeqgapError(f"report: {src} does not exist")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"seqgap report: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from seqgap import __version__
 
@@ -381,9 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if the store has this run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="also print the run summary as JSON")
+    p.add_argument("--save-model", action="store_true",
+                   help="keep the final weights next to the store (<store>.models/<run_id>.safetensors)")
     p.set_defaults(func=cmd_train, run_fields=run_fields, train_fields=train_fields)
 
     p = sub.add_parser("tasks", help="list tasks")
+    p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra tasks first")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("models", help="list models and their named sizes")
@@ -397,7 +503,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stale", action="store_true",
                    help="list only runs made by an outdated model/task version or plugin source")
     p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra models/tasks first")
+    p.add_argument("--model", help="only runs of these models (comma list)")
+    p.add_argument("--task", help="only runs of these tasks (comma list)")
+    p.add_argument("--kind", help="only records of these kinds (train, nstar, ...)")
+    p.add_argument("--success", help="yes: only runs that met their criterion; no: only those that did not")
+    p.add_argument("--export", metavar="FILE", help="write the (filtered) runs as flat records to FILE: .csv, .json "
+                                                    "or .parquet (pyarrow: pip install 'seqgap[export]')")
     p.set_defaults(func=_cmd_runs_or_stale)
+
+    p = sub.add_parser("eval", help="re-evaluate a stored run at other lengths from its saved weights (no training)",
+                       description="Rebuild a stored run's task and model, load its weights (saved by "
+                                   "`seqgap train --save-model`) and evaluate at --lengths on fresh problems.")
+    p.add_argument("run_id", metavar="RUN_ID", help="the run's id (or a unique prefix), see `seqgap runs`")
+    p.add_argument("--lengths", required=True, help="lengths to evaluate at, e.g. 10,20")
+    p.add_argument("--store", help="run store path (default $SEQGAP_STORE or seqgap_runs/runs.sqlite)")
+    p.add_argument("--n-eval", type=int, default=500, help="problems per length (default 500)")
+    p.add_argument("--seed", type=int, help="seed of the evaluation problems (default: the run's data_seed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="load extra models/tasks first")
+    p.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("check-model", help="check a model against the model contract (docs/models.md)",
                        description="Build the model on random tokens and check: output shape (B, T, V), finite "
@@ -425,6 +550,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="seqgap_demo", help="report directory (default seqgap_demo)")
     p.add_argument("--store", help="run store path")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("card", help="a gap card: the battery for a model and the baselines, one HTML page",
+                       parents=[shared_parser()],
+                       description="Run a battery (E: N*, length generalisation; W: IsTree, MQAR) for a model and "
+                                   "the baselines (stored runs reused) and write card.html (self-contained), card.md "
+                                   "and card.json; --index DIR compares every card in a folder.")
+    p.add_argument("--model", help="the model (see `seqgap models`; a plugin's name with --plugin)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--size", help="named size of the model (default: tiny when it has one)")
+    g.add_argument("--match-params", action="store_true",
+                   help="resize the model (d_model / hidden) to the baselines' parameter count (within ~10%%)")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="model option (repeatable)")
+    p.add_argument("--battery", choices=["quick", "tiny"], default="quick",
+                   help="quick (reduced quick presets) or tiny (well under a minute; numbers mean little)")
+    p.add_argument("--index", metavar="DIR", help="write DIR/index.html comparing every card JSON under DIR")
+    p.set_defaults(func=cmd_card)
+
+    p = sub.add_parser("report", help="render a finished study's output folder (or a run store) as one HTML page")
+    p.add_argument("path", help="a study's output folder (summary.md, results.json, figures) or a runs.sqlite")
+    p.add_argument("--out", help="HTML file to write (default: FOLDER/report.html, or STORE.html)")
+    p.set_defaults(func=cmd_report)
 
     from seqgap.studies import add_study_parsers
 

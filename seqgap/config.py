@@ -91,14 +91,23 @@ class RunConfig:
 
     def validate(self) -> None:
         """Every option checked once, up front: one SeqgapError naming the option and its range."""
+        for name in ("task", "model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise SeqgapError(f"{name} must be a name (see `seqgap {name}s`), got {getattr(self, name)!r}")
+        if self.model_size is not None and not isinstance(self.model_size, str):
+            raise SeqgapError(f"model_size must be a named size (see `seqgap models`), got {self.model_size!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise SeqgapError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         check_train(self.train)
-        if self.length_dist not in LENGTH_DISTS:
+        if not isinstance(self.length_dist, str) or self.length_dist not in LENGTH_DISTS:
             raise SeqgapError(f"unknown length distribution {self.length_dist!r}; use one of {', '.join(LENGTH_DISTS)}")
         _check_int("max length L", self.max_length, 2, MAX_LENGTH)
         _check_int("n_train", self.n_train, 0, MAX_SAMPLES, "0 = fresh samples every step")
         if self.n_val is not None:
             _check_int("n_val", self.n_val, 1, MAX_SAMPLES, "success is judged on the validation set")
         _check_int("data_seed", self.data_seed, 0, MAX_SEED)
+        if not isinstance(self.eval_lengths, (tuple, list)):
+            raise SeqgapError(f"eval_lengths must be a list of lengths, got {self.eval_lengths!r}")
         for L in self.eval_lengths:
             _check_int("eval_lengths", L, 2, MAX_LENGTH)
         _check_int("n_eval", self.n_eval, 1, MAX_SAMPLES)
@@ -143,14 +152,23 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise SeqgapError(f"malformed run config: expected a mapping, got {type(d).__name__}")
         d = dict(d)
         d.pop("versions", None)
+        t = d.pop("train", {})
+        if not isinstance(t, dict):
+            raise SeqgapError(f"malformed run config: train must be a mapping, got {type(t).__name__}")
+        for where, keys, names in (("", d, _RUN_FIELDS), ("train.", t, _TRAIN_FIELDS)):
+            unknown = [k for k in keys if k not in names]
+            if unknown:  # named by repr: a hostile key stays on one line
+                raise SeqgapError(f"malformed run config: unknown field(s) {', '.join(where + repr(k) for k in unknown)}")
         try:
-            train = TrainConfig(**d.pop("train", {}))
+            train = TrainConfig(**t)
             d["eval_lengths"] = tuple(d.get("eval_lengths", ()))
             return cls(train=train, **d)
         except TypeError as e:
-            raise SeqgapError(f"malformed run config: {e}") from None
+            raise SeqgapError(f"malformed run config: {' '.join(str(e).split())}") from None
 
     def replace(self, **changes: Any) -> "RunConfig":
         train_changes = {k: changes.pop(k) for k in list(changes) if k in _TRAIN_FIELDS}
@@ -161,6 +179,7 @@ class RunConfig:
 
 
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_RUN_FIELDS = {f.name for f in dataclasses.fields(RunConfig)} - {"train"}
 
 # Up-front bounds on requests (far above anything a study needs; they stop typos such as
 # `-L 1e9` from hanging in set-up or exhausting memory).
@@ -180,8 +199,15 @@ def _check_int(name: str, v: Any, lo: int, hi: int, why: str = "") -> None:
         raise SeqgapError(f"{name} must be >= {lo} (an integer, at most {hi:,}{note}), got {v!r}")
 
 
+def _finite(v: int | float) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _check_float(name: str, v: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
     ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
         rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
@@ -189,9 +215,9 @@ def _check_float(name: str, v: Any, lo: float, hi: float, lo_open: bool = False,
 
 
 def check_train(t: TrainConfig) -> None:
-    if t.optimizer not in OPTIMIZERS:
+    if not isinstance(t.optimizer, str) or t.optimizer not in OPTIMIZERS:
         raise SeqgapError(f"unknown optimizer {t.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
-    if t.schedule not in SCHEDULES:
+    if not isinstance(t.schedule, str) or t.schedule not in SCHEDULES:
         raise SeqgapError(f"unknown schedule {t.schedule!r}; use {' or '.join(SCHEDULES)}")
     _check_float("lr", t.lr, 0.0, 1e3, lo_open=True)
     _check_float("weight_decay", t.weight_decay, 0.0, 1e3)
@@ -207,6 +233,9 @@ def check_train(t: TrainConfig) -> None:
     _check_float("grad_clip", t.grad_clip, 0.0, 1e6)
     _check_float("label_smoothing", t.label_smoothing, 0.0, 1.0, hi_open=True)
     _check_int("seed", t.seed, 0, MAX_SEED)
+    for name in ("early_stop", "compile"):
+        if not isinstance(getattr(t, name), bool):
+            raise SeqgapError(f"{name} must be yes or no, got {getattr(t, name)!r}")
     if t.threads is not None:
         _check_int("threads", t.threads, 1, MAX_THREADS)
     _check_float("checkpoint_every_s", t.checkpoint_every_s, 0.0, 1e9)

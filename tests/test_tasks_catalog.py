@@ -11,7 +11,7 @@ from seqgap.tasks.catalog import BUILTIN, TASK_HELP, TASKS, make_task, register_
 
 ROOT = Path(__file__).resolve().parents[1]
 E_TASKS = {"modadd", "parity", "permutation"}
-W_TASKS = {"index", "ar", "mqar", "cgram", "counting", "istree"}
+W_TASKS = {"index", "ar", "mqar", "mqar-zoology", "cgram", "counting", "istree"}
 
 
 def test_builtin_table():

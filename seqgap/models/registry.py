@@ -156,11 +156,9 @@ LOADED_PLUGINS: list[str] = []
 
 def load_plugin(target: str) -> None:
     """Import a module (dotted path) or a ``.py`` file that registers models (or tasks:
-    ``seqgap.tasks.register_task``).  Loading the same target twice imports it once."""
+    ``seqgap.tasks.register_task``); loading it again re-imports it (an edited file)."""
     is_file = target.endswith(".py") or Path(target).exists()
     key = str(Path(target).resolve()) if is_file else target
-    if key in LOADED_PLUGINS:
-        return
     try:
         if is_file:
             path = Path(target)
@@ -172,7 +170,8 @@ def load_plugin(target: str) -> None:
             spec.loader.exec_module(module)
         else:
             importlib.import_module(target)
-        LOADED_PLUGINS.append(key)
+        if key not in LOADED_PLUGINS:
+            LOADED_PLUGINS.append(key)
     except SeqgapError:
         raise
     except Exception as e:
@@ -263,7 +262,7 @@ def _check_type(name: str, key: str, value: Any, annotation: Any) -> None:
 
 
 # config fields that may legitimately be zero (e.g. dropout, attention position)
-_MAY_BE_ZERO = {"dropout", "attn_position", "weight_decay", "n_attn_layers"}
+_MAY_BE_ZERO = {"dropout", "attn_position", "weight_decay", "n_attn_layers", "short_conv"}
 
 
 def build_model(name: str, vocab_size: int, max_len: int, size: str | None = None, config: Any = None, **overrides: Any):

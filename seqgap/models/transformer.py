@@ -65,6 +65,11 @@ class TransformerConfig:
     flavor: str = "gpt2"  # "gpt2" | "llama"
     frozen_embeddings: bool = False
     rope_base: float = 10000.0  # llama only
+    # kernel size of a causal depthwise convolution over the input embeddings, added to them
+    # (x + conv(x)) before the first block; 0 = off.  zoology's Based configs put a short
+    # convolution before the sequence mixers: it hands each position its predecessors, the
+    # previous-token mixing attention otherwise has to learn before it can bind keys to values.
+    short_conv: int = 0
 
 
 @dataclass
@@ -255,10 +260,33 @@ class Block(nn.Module):
 
 @dataclass
 class KVState:
-    """Generation state: the next position and one (k, v) cache per block (updated in place)."""
+    """Generation state: the next position, one (k, v) cache per block (updated in place) and, with
+    ``short_conv = k``, the last k - 1 input embeddings (B, k - 1, D), oldest first (None otherwise)."""
 
     pos: int
     caches: list
+    conv: torch.Tensor | None = None
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time, added to its input: y_t = x_t + sum_i w_i * x_{t-k+1+i} + b
+    (zero before the first position).  ``step`` takes the last k - 1 inputs."""
+
+    def __init__(self, d_model: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(d_model, d_model, kernel, groups=d_model, padding=kernel - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, T, D)
+        T = x.shape[1]
+        return x + self.conv(x.transpose(1, 2))[..., :T].transpose(1, 2)
+
+    def step(self, x: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, D), past (B, k - 1, D) -> (y (B, D), the new past)."""
+        window = torch.cat([past, x[:, None]], 1)  # (B, k, D), oldest first
+        w = self.conv.weight[:, 0]  # (D, k)
+        y = x + (window * w.t()).sum(1) + self.conv.bias
+        return y, window[:, 1:]
 
 
 def _sizes(flavor: str) -> dict[str, dict]:
@@ -290,6 +318,9 @@ class Transformer(SequenceModel):
             raise ValueError(f"unknown transformer flavor {c.flavor!r}; known: {', '.join(FLAVORS)}")
         self.config, self.vocab_size, self.max_len = c, vocab_size, max_len
         self.emb = TokenEmbedding(vocab_size, c.d_model, frozen=c.frozen_embeddings)
+        if not isinstance(c.short_conv, int) or isinstance(c.short_conv, bool) or c.short_conv < 0:
+            raise SeqgapError(f"short_conv must be a kernel size >= 0 (0 = off), got {c.short_conv!r}")
+        self.short_conv = ShortConv(c.d_model, c.short_conv) if c.short_conv else None
         self.pos = None
         if c.flavor == "gpt2":
             self.pos = nn.Parameter(torch.randn(max_len, c.d_model) * 0.01)  # (max_len, D)
@@ -304,6 +335,8 @@ class Transformer(SequenceModel):
         T = x.shape[1]
         if T > self.max_len:
             raise SeqgapError(f"sequence of length {T} is longer than the model's max_len={self.max_len}")
+        if self.short_conv is not None:
+            x = self.short_conv(x)
         if self.pos is not None:
             x = x + self.pos[:T]
         for block in self.blocks:
@@ -311,10 +344,18 @@ class Transformer(SequenceModel):
         return self.norm(x)
 
     def init_state(self, batch_size: int, device=None) -> KVState:
-        return KVState(0, [b.init_cache(batch_size, device) for b in self.blocks])
+        conv = None
+        if self.short_conv is not None:
+            w = self.short_conv.conv.weight
+            conv = torch.zeros(batch_size, self.short_conv.kernel - 1, self.config.d_model,
+                               device=w.device if device is None else device, dtype=w.dtype)
+        return KVState(0, [b.init_cache(batch_size, device) for b in self.blocks], conv)
 
     def features_step(self, x: torch.Tensor, state: KVState):  # (B, D) -> ((B, D), state)
         pos = state.pos
+        conv = state.conv
+        if self.short_conv is not None:
+            x, conv = self.short_conv.step(x, conv)
         if self.pos is not None:
             if pos >= self.max_len:
                 raise SeqgapError(f"sequence longer than the model's max_len={self.max_len}")
@@ -323,7 +364,7 @@ class Transformer(SequenceModel):
         for block, cache in zip(self.blocks, state.caches):
             x, cache = block.step(x, cache, pos)
             caches.append(cache)
-        return self.norm(x), KVState(pos + 1, caches)
+        return self.norm(x), KVState(pos + 1, caches, conv)
 
     def state_size(self) -> StateSize:
         # keys and values of every layer, per token

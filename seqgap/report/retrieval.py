@@ -139,10 +139,12 @@ def capacity_rows(records: Sequence[dict], threshold: float) -> list[dict[str, A
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         if r["task"] != "istree" and r["ok"] and r.get("acc") is not None:
-            groups[(r["task"], r["model"], r["size"], _opts_key(r))].append(r)
+            # one row per learning rate too (an lr sweep is several rows of the same model)
+            groups[(r["task"], r["model"], r["size"], _opts_key(r), r.get("lr") or 0.0)].append(r)
     out = []
-    for (task, model, size, _), rs in sorted(groups.items(),
-                                             key=lambda kv: (kv[0][0], kv[0][1], kv[1][0]["n_params"], kv[0][3])):
+    for (task, model, size, _, lr), rs in sorted(groups.items(),
+                                                 key=lambda kv: (kv[0][0], kv[0][1], kv[1][0]["n_params"],
+                                                                 kv[0][3], kv[0][4])):
         rs = sorted(rs, key=lambda r: r["n"])
         acc = {r["n"]: r["acc"] for r in rs}
         beats = {r["n"]: beats_baseline(r) is not False for r in rs}
@@ -154,10 +156,15 @@ def capacity_rows(records: Sequence[dict], threshold: float) -> list[dict[str, A
         per_token = bool(rs[0]["state_per_token"])
         tokens_at_largest = None
         if per_token and largest is not None:
-            from seqgap.tasks.catalog import make_task
+            at = next(r for r in rs if r["n"] == largest)
+            if at.get("tokens"):  # the study records the sequence length of each cell
+                tokens_at_largest = at["tokens"]
+            elif task in ("ar", "mqar"):
+                from seqgap.tasks.catalog import make_task
 
-            tokens_at_largest = make_task(task, alphabet=64 if largest <= 64 else largest).max_tokens(largest)
+                tokens_at_largest = make_task(task, alphabet=64 if largest <= 64 else largest).max_tokens(largest)
         out.append({"task": task, "model": model, "size": size, "model_options": rs[0].get("model_options") or {},
+                    "lr": lr or None,
                     "n_params": rs[0]["n_params"],
                     "beats_by_n": beats, "ci_by_n": {r["n"]: wilson_interval(r["acc"], r.get("acc_n")) for r in rs},
                     "baseline_by_n": {r["n"]: baseline_of(r) for r in rs},
@@ -293,8 +300,9 @@ def task_baselines(rows: Sequence[dict], task: str) -> dict[int, dict[str, Any]]
 
 
 def _row_name(row: dict) -> str:
-    """model:size (params, options) of a capacity row."""
-    return f"{row['model']}:{row['size']} ({_params(row['n_params'])}, {_opts(row)})"
+    """model:size (params, options[, lr]) of a capacity row."""
+    lr = f", lr {row['lr']:g}" if row.get("lr") else ""
+    return f"{row['model']}:{row['size']} ({_params(row['n_params'])}, {_opts(row)}{lr})"
 
 
 def any_solved(rows: Sequence[dict]) -> bool:
@@ -476,6 +484,95 @@ def findings_capacity(rows: Sequence[dict], threshold: float, slope: float | Non
     return out
 
 
+def check_w_d(rows: Sequence[dict], threshold: float) -> tuple[str, str]:
+    """Issue 11's check **W-d** (W's capacity law on AR / MQAR): ``(verdict, detail)``, verdict one of
+    "shown" / "not shown" / "inconclusive".
+
+    Rule, declared before any run:
+    (a) attention solves every n: some attention-state (KV cache) row has, at every n of its grid, the
+        lower end of the 95% Wilson interval of its per-query accuracy >= the threshold and beats the
+        shortcut baseline ("no" at an n: the upper end is below the threshold or the point is at
+        baseline; otherwise "unclear");
+    (b) each fixed-state family's largest solved n grows with its state size: per family (model name)
+        and state size the best row over its variants (learning rates, options) counts; shown when the
+        largest solved n (0 = none) never falls as the state grows and is larger at the largest state
+        than at the smallest; not shown when it is flat (e.g. nothing solved at any size) or lower at the
+        largest state; inconclusive when it rises but not monotonically, or a family has one state size;
+    (c) the log-log slope of largest solved n against state bits over those best points is fitted and
+        printed (it does not decide the verdict: W's law predicts about 1, as an upper bound).
+    Verdict: shown when (a) and (b) for every family are shown; not shown when (a) is not shown or
+    some family's (b) is not shown; inconclusive otherwise (also without attention or RNN rows)."""
+    att = [r for r in rows if r["state_per_token"]]
+    rnn = [r for r in rows if not r["state_per_token"] and r.get("recurrent", True)]
+    parts: list[str] = []
+
+    def status(row: dict, n: int) -> str:
+        a, ci, beats = row["acc_by_n"][n], row.get("ci_by_n", {}).get(n), row.get("beats_by_n", {}).get(n, True)
+        lo, hi = ci if ci else (a, a)
+        if not beats or hi < threshold:
+            return "no"
+        return "yes" if lo >= threshold else "unclear"
+
+    a_rows = []
+    for row in att:
+        st = {n: status(row, n) for n in sorted(row["acc_by_n"])}
+        a_rows.append(all(v == "yes" for v in st.values()) or ("no" if "no" in st.values() else "unclear"))
+        cis = ", ".join(f"n={n}: {row['acc_by_n'][n]:.3f}"
+                        + (f" [{row['ci_by_n'][n][0]:.3f}, {row['ci_by_n'][n][1]:.3f}]" if row.get("ci_by_n", {}).get(n)
+                           else "") for n in sorted(row["acc_by_n"]))
+        parts.append(f"(a) {row['task']} {_row_name(row)}: {cis}")
+    if not att:
+        a_ok = None
+        parts.append("(a) no attention row")
+    elif any(v is True for v in a_rows):
+        a_ok = True
+    elif all(v == "no" for v in a_rows):
+        a_ok = False
+    else:
+        a_ok = None
+    fam_ok: dict[str, bool | None] = {}
+    points: list[tuple[float, float]] = []
+    for model in sorted({r["model"] for r in rnn}):
+        best: dict[int, tuple[int, dict]] = {}
+        for r in (r for r in rnn if r["model"] == model):
+            L = r["largest_solved"] or 0
+            if r["state_bits"] not in best or L > best[r["state_bits"]][0]:
+                best[r["state_bits"]] = (L, r)
+        bits = sorted(best)
+        Ls = [best[b][0] for b in bits]
+        seq = ", ".join(f"{_bits(b)} bits ({_opts(best[b][1])}"
+                        + (f", lr {best[b][1]['lr']:g}" if best[b][1].get("lr") else "") + f"): "
+                        + (str(best[b][0]) if best[b][0] else "none") for b in bits)
+        if len(bits) < 2:
+            ok = None
+        elif Ls[-1] > Ls[0] and all(y >= x for x, y in zip(Ls, Ls[1:])):
+            ok = True
+        elif Ls[-1] <= Ls[0]:
+            ok = False
+        else:
+            ok = None
+        fam_ok[model] = ok
+        word = {True: "grows", False: "does not grow", None: "unclear"}[ok]
+        parts.append(f"(b) {model}: largest n solved by state size (best variant) {seq}: {word}")
+        points += [(b, best[b][0]) for b in bits if best[b][0]]
+    if not rnn:
+        parts.append("(b) no fixed-state row")
+    slope = fit_loglog_slope(points)
+    parts.append(f"(c) slope of log largest-solved n on log state bits: {slope:.2f} over {len(points)} points"
+                 if slope is not None else
+                 f"(c) slope not fitted: {len(points)} fixed-state point(s) with a solved n (needs two distinct "
+                 f"state sizes)")
+    if a_ok is False or any(v is False for v in fam_ok.values()):
+        verdict = "not shown"
+    elif a_ok is True and fam_ok and all(v is True for v in fam_ok.values()):
+        verdict = "shown"
+    else:
+        verdict = "inconclusive"
+    rule = (f"rule: attention's 95% interval >= {threshold:g} and above the shortcut baseline at every n; each "
+            f"RNN family's largest solved n rising with its state size; slope fitted and printed")
+    return verdict, rule + ". " + "; ".join(parts) + "."
+
+
 def _solved_ns(row: dict, threshold: float) -> set[int]:
     beats = row.get("beats_by_n", {})
     return {n for n, a in row["acc_by_n"].items() if a >= threshold and beats.get(n, True)}
@@ -556,7 +653,8 @@ def write_retrieval_gap_report(records: Sequence[dict], meta: dict[str, Any], ou
 
         for row in rows:
             state = f"{_bits(row['state_bits'])}/token" if row["state_per_token"] else _bits(row["state_bits"])
-            table.append([row["task"], row["model"], row["size"], _params(row["n_params"]), _opts(row), state,
+            opts = _opts(row) + (f"; lr {row['lr']:g}" if row.get("lr") else "")
+            table.append([row["task"], row["model"], row["size"], _params(row["n_params"]), opts, state,
                           *[cell(row, n) for n in all_ns],
                           "none" if row["largest_solved"] is None else str(row["largest_solved"])])
         base_notes = []
@@ -596,6 +694,9 @@ def write_retrieval_gap_report(records: Sequence[dict], meta: dict[str, Any], ou
     for r in failed:
         lines.append(f"- cell {r['model']}:{r['size']} ({_opts(r)}) {r['task']}/{r['format']} n={r['n']} FAILED "
                      f"(see the log); it is missing from the tables.")
+    if rows:
+        verdict, detail = check_w_d(rows, threshold)
+        lines += ["", "## Checks", "", f"- **W-d (capacity law): {verdict}.** {detail}"]
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     return md

@@ -88,10 +88,10 @@ def _batteries() -> dict[str, Battery]:
         name="tiny",
         description=("a smoke-test battery (well under a minute on 2 cores; its numbers mean little): N* on parity "
                      "ACoT at L = 6 (N_max 64, 2 search steps, 120 steps); length generalisation trained at L = 4, "
-                     "tested to 8 (120 steps); IsTree n = 4 (vanilla) and MQAR with 2 pairs (100 steps)"),
+                     "tested to 8 (120 steps); IsTree n = 6 (vanilla) and MQAR with 2 pairs (100 steps)"),
         nstar_lengths=(6,), nstar_formats=("acot",), nstar_settings=tiny_search,
         lg_length=4, lg_formats=("acot",), lg_settings=tiny_search, lg_n_eval=100,
-        w_cells=(("istree", 4, "vanilla"), ("mqar", 2, "vanilla")),
+        w_cells=(("istree", 6, "vanilla"), ("mqar", 2, "vanilla")),
         w_preset=tiny_w,
         e_baselines={"transformer": "tiny", "lstm": "tiny"},
         w_baselines={"llama": "tiny", "lstm": "tiny", "mamba": "tiny"},
@@ -172,11 +172,23 @@ def match_params(s: Subject, targets: Sequence[int], vocab: int, max_len: int) -
     target = sum(targets) / len(targets)
     spec = get_spec(s.model)
     names = {f.name for f in dataclasses.fields(spec.config)}
-    width = next((w for w in WIDTH_FIELDS if w in names), None)
-    if width is None:
+    config = make_config(s.model, s.size, **s.options)
+    fields = [w for w in WIDTH_FIELDS if w in names and isinstance(getattr(config, w), int)]
+    if not fields:
         raise SeqgapError(f"--match-params: model {s.model} has none of the width fields {', '.join(WIDTH_FIELDS)} "
                           f"in its config; give --size or --model-opt instead")
-    start = int(getattr(make_config(s.model, s.size, **s.options), width))
+
+    def growth(w: str) -> float:  # the width that drives the parameter count (Dense-SSM: hidden, not d_model)
+        v = int(getattr(config, w))
+        try:
+            a = count_params(s.model, s.size, s.options, vocab, max_len)
+            b = count_params(s.model, s.size, {**s.options, w: 2 * v}, vocab, max_len)
+        except Exception:
+            return 0.0
+        return b / max(a, 1)
+
+    width = max(fields, key=growth) if len(fields) > 1 else fields[0]
+    start = int(getattr(config, width))
     cache: dict[int, int | None] = {}
 
     def params(w: int) -> int | None:
@@ -361,7 +373,12 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
         build_task(cfg).check_length(cfg.max_length)
     log(f"card [3/3] W retrieval: {len(wcells)} cells")
     outs = rg.run_cells(wcells, configs, store_path, workers, log=log, **engine)
-    recs = [rg.record(c, cfg, o) for c, cfg, o in zip(wcells, configs, outs)]
+    recs = []
+    for c, cfg, o in zip(wcells, configs, outs):
+        try:
+            recs.append(rg.record(c, cfg, o))
+        except SeqgapError as e:  # e.g. the cell's data cannot be built: shown as a failed entry
+            recs.append({"ok": False, "error": str(e)})
     rows = []
     for task, n, fmt in b.w_cells:
         entries, short = [], None
@@ -374,7 +391,8 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
                  "config": cfg.to_dict(), "run_id": cfg.hash(), "seeds": [cfg.train.seed], "data_seed": cfg.data_seed,
                  "baseline": rec.get("baseline"), "chance": rec.get("chance")}
             if not rec["ok"] or rec.get("acc") is None:
-                e.update(ok=False, value=None, interval=None, label="failed" if not rec["ok"] else "not measured")
+                e.update(ok=False, value=None, interval=None, label="failed" if not rec["ok"] else "not measured",
+                         error=rec.get("error"))
             else:
                 ci = wilson_interval(rec["acc"], rec.get("acc_n"))
                 e.update(ok=True, value=rec["acc"], interval=list(ci) if ci else None, label=f"{rec['acc']:.3f}",
@@ -383,8 +401,11 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
                 if k in rec:
                     e[k] = rec[k]
             if "n_params" not in e:
-                tk = build_task(cfg)
-                e.update(_state_of(s.model, s.size, s.options, len(tk.vocab), tk.max_tokens(n)))
+                try:
+                    tk = build_task(cfg)
+                    e.update(_state_of(s.model, s.size, s.options, len(tk.vocab), tk.max_tokens(n)))
+                except SeqgapError:
+                    pass
             entries.append(e)
         what = f"IsTree n={n} {fmt}" if task == "istree" else f"{task.upper()} {n} pairs"
         rows.append({"setting": what, "task": task, "n": n, "format": fmt, "entries": entries, "shortcut": short})
@@ -438,8 +459,13 @@ def make_card(model: str, size: str | None = None, options: dict[str, Any] | Non
         log(f"card: --match-params: {model}.{matched['field']} {matched['from']} -> {matched['to']} "
             f"({matched['params']:,} params, target {matched['target_params']:,})")
     check_subject(user, b)  # a failed check is one SeqgapError line, before anything trains
-    if plugins and (workers or 2) > 1 and engine.get("backend", "local") == "local":
-        # a --plugin file is registered in this process only: spawned workers would not know the model
+    if workers is None and b.name == "tiny":  # seconds of training: worker start-up would dominate
+        workers = 1
+    from seqgap.models import registry
+
+    if plugins and (workers or 2) > 1 and engine.get("backend", "local") == "local" \
+            and not hasattr(registry, "LOADED_PLUGINS"):
+        # an engine whose spawned workers do not reload --plugin files would not know the model
         log("card: a --plugin model trains in this process (--workers 1): worker processes do not load plugins")
         workers = 1
     store_path = store_path or default_store_path()

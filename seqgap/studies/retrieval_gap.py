@@ -50,7 +50,7 @@ HELP = ("W: the retrieval gap -- IsTree accuracy vs model size per format (vanil
         "retrieval tool), and multi-query AR accuracy vs number of pairs against state size")
 
 ISTREE_FORMATS = ("vanilla", "cot", "rag")
-CAPACITY_TASKS = ("ar", "mqar")
+CAPACITY_TASKS = ("ar", "mqar", "mqar-zoology")
 TASKS = ("istree", *CAPACITY_TASKS)
 
 
@@ -58,21 +58,35 @@ TASKS = ("istree", *CAPACITY_TASKS)
 
 @dataclass(frozen=True)
 class Cell:
-    """One trained model: a task at size n, in a format, for a model at a named size."""
+    """One trained model: a task at size n, in a format, for a model at a named size.
 
-    task: str  # istree | ar | mqar
-    n: int  # IsTree: nodes; AR/MQAR: key-value pairs
+    ``options``: model options on top of the named size (e.g. ``(("hidden", 16),)`` or
+    ``(("short_conv", 3),)``); ``lr``: this cell's learning rate (None: the preset's for the model).
+    ``eval_ns``: a *mixed* capacity cell (zoology's recipe) trains on every pair count
+    ``min(eval_ns)..n`` at once (uniform) and is evaluated at each n of ``eval_ns`` (one record each)."""
+
+    task: str  # istree | ar | mqar | mqar-zoology
+    n: int  # IsTree: nodes; AR/MQAR: key-value pairs (a mixed cell: the largest)
     model: str
     size: str
     format: str = "vanilla"
+    options: tuple[tuple[str, Any], ...] = ()
+    lr: float | None = None
+    eval_ns: tuple[int, ...] = ()
 
     @property
     def part(self) -> str:
         return "istree" if self.task == "istree" else "capacity"
 
+    @property
+    def mixed(self) -> bool:
+        return bool(self.eval_ns)
+
     def label(self) -> str:
         what = f"istree/{self.format}" if self.task == "istree" else self.task
-        return f"{self.model}:{self.size} {what} n={self.n}"
+        opts = "".join(f" {k}={v}" for k, v in self.options) + (f" lr={self.lr:g}" if self.lr else "")
+        ns = f"n={','.join(map(str, self.eval_ns))} (mixed)" if self.eval_ns else f"n={self.n}"
+        return f"{self.model}:{self.size}{opts} {what} {ns}"
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,9 @@ class Grid:
     formats: tuple[str, ...] = ("vanilla",)  # IsTree only
     # per-model sizes (``--model llama:tiny``): (model, sizes) pairs that replace ``sizes`` for that model
     model_sizes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    options: tuple[tuple[tuple[str, Any], ...], ...] = ((),)  # model-option variants (one cell each)
+    lrs: tuple[float | None, ...] = (None,)  # learning rates (None: the preset's for the model)
+    mixed: bool = False  # capacity only: one run per variant on all ns mixed, evaluated at each n
 
     def cells(self) -> list[Cell]:
         out = []
@@ -94,8 +111,14 @@ class Grid:
             for fmt in (self.formats if task == "istree" else ("vanilla",)):
                 for model in self.models:
                     for size in own.get(model, self.sizes):
-                        for n in self.ns:
-                            out.append(Cell(task, n, model, size, fmt))
+                        for opts in self.options:
+                            for lr in self.lrs:
+                                if self.mixed and task != "istree":
+                                    ns = tuple(sorted(set(self.ns)))
+                                    out.append(Cell(task, ns[-1], model, size, fmt, opts, lr, ns))
+                                    continue
+                                for n in self.ns:
+                                    out.append(Cell(task, n, model, size, fmt, opts, lr))
         return out
 
 
@@ -117,6 +140,7 @@ class Preset:
     threshold: float = 0.9  # "solves n": teacher-forced per-query accuracy >= threshold
     distribution: str = "binary"
     description: str = ""
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per capacity task, e.g. vocab_size
 
     def lr_for(self, model: str) -> float:
         return self.lr.get(model, self.lr["*"])
@@ -144,7 +168,7 @@ PAPER = Preset(
         Grid(("mqar",), ("llama", "mamba", "lstm", "hybrid"), ("0.5M", "1M", "2M"), (16, 32, 64, 128, 256)),
     ),
     steps={"vanilla": _PAPER_STEPS, "cot": _PAPER_STEPS, "rag": _PAPER_STEPS, "ar": _PAPER_STEPS,
-           "mqar": _PAPER_STEPS},
+           "mqar": _PAPER_STEPS, "mqar-zoology": _PAPER_STEPS},
     lr={"llama": 1e-3, "transformer": 1e-3, "mamba": 3e-4, "hybrid": 3e-4, "*": 1e-3},
     batch_size={"*": 64}, schedule="cosine", warmup_frac=0.02, eval_every={"*": 500},
     n_val=5000, gen_eval=5000, seed=42, data_seed=42, frozen_embeddings=True,
@@ -163,10 +187,20 @@ PAPER = Preset(
 # * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens), so the budget is
 #   400 steps at batch 16 (each step still has ~4x the trace tokens of a CoT step at batch 64);
 #   mamba:tiny reached 1.00 teacher-forced and 1.00 generated with the live tool in 400-600 steps.
-# * MQAR: n = 2..16 pairs, 2k steps; in calibration no model got past the "elimination"
-#   shortcut at this budget (see the report's shortcut baseline), so it is kept small.
+# * Capacity (W-d): zoology's MQAR (``mqar-zoology``: 128 ids, T = 64 tokens, answers only as
+#   labels), pair counts 2..16 mixed in every run (zoology's recipe) and scored at n = 2/4/8/16;
+#   llama:tiny with a kernel-3 short convolution (zoology's Based-config trick) against LSTM
+#   hidden 16/32/64/128 (d_model 64) at lr 1e-3 / 3e-3 / 1e-2 (the SSM lr window of Okpekpe &
+#   Orvieto) and mamba:tiny d_state 4 / 16: 1 + 12 + 2 = 15 runs of 1.5k steps.
+#   Cost estimate (CPU seconds per step at batch 64, T = 64, one thread, measured under load and
+#   so an upper bound: llama:tiny+conv 0.080, lstm h64 0.019; mamba:tiny ~0.2 from STUDIES.md's
+#   4.9 steps/s at 2 threads): 120 s + 12 x ~25 s + 2 x ~300 s = ~17 CPU-min, against ~9 CPU-min
+#   for the 12 old ``mqar`` cells it replaces (2k steps each): about +8 CPU-min, +4 min wall
+#   with 2 workers, on a preset measured at 26 CPU-min / ~15 min idle wall -> ~19 min idle wall.
+#   The old ``mqar`` stays available (``--task mqar``).
 # The CLI's --model/--format/--size/--n replace any axis to widen it.
 _Q = "tiny", "small"
+_PAIRS = (2, 4, 8, 16)
 QUICK = Preset(
     name="quick",
     grids=(
@@ -175,10 +209,15 @@ QUICK = Preset(
         Grid(("istree",), ("hybrid",), ("tiny",), (8,), ("cot",)),
         Grid(("istree",), ("mamba",), ("tiny",), (8,), ("rag",)),
         Grid(("istree",), ("lstm",), ("small",), (8,), ("vanilla", "cot", "rag")),
-        Grid(("mqar",), ("llama",), ("tiny",), (2, 4, 8, 16)),
-        Grid(("mqar",), ("lstm",), _Q, (2, 4, 8, 16)),
+        Grid(("mqar-zoology",), ("llama",), ("tiny",), _PAIRS, options=((("short_conv", 3),),), lrs=(1e-3,),
+             mixed=True),
+        Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
+             options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(1e-3, 3e-3, 1e-2), mixed=True),
+        Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
+             lrs=(3e-3,), mixed=True),
     ),
-    steps={"vanilla": 1000, "cot": 1500, "rag": 400, "ar": 2000, "mqar": 2000},
+    steps={"vanilla": 1000, "cot": 1500, "rag": 400, "ar": 2000, "mqar": 2000, "mqar-zoology": 1500},
+    task_options={"mqar-zoology": {"vocab_size": 128, "seq_len": 64}},
     batch_size={"*": 64, "rag": 16},
     lr={"*": 3e-3},
     schedule="cosine", warmup_frac=0.05, eval_every={"*": 250, "rag": 100},
@@ -186,8 +225,10 @@ QUICK = Preset(
     description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by parameter count, "
                 "lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine with a 5% warm-up, "
                 "batch 64 (RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / 400 RAG steps / 1k vanilla steps, "
-                "500 validation samples (200 IsTree graphs scored by free generation); MQAR n = 2..16 pairs "
-                "(64 keys, 64 values), 2k steps.",
+                "500 validation samples (200 IsTree graphs scored by free generation); capacity: zoology's MQAR "
+                "(128 ids, 64 tokens), pair counts 2..16 mixed in training and scored at n = 2/4/8/16 "
+                "(500 problems each), llama:tiny + short conv 3 (lr 1e-3), LSTM hidden 16/32/64/128 at lr "
+                "1e-3/3e-3/1e-2, mamba:tiny d_state 4/16 (lr 3e-3), 1.5k steps.",
 )
 
 PRESETS = {"paper": PAPER, "quick": QUICK}
@@ -204,8 +245,13 @@ def task_params(cell: Cell, preset: Preset, capacity_alphabet: int) -> dict[str,
     if cell.task == "istree":
         # one vocabulary per n (node ids 0..n-1): a model per graph size, as in W
         return {"format": cell.format, "distribution": preset.distribution, "max_nodes": cell.n}
+    if cell.task == "mqar-zoology":  # zoology's own options (vocab_size, seq_len, ...), from the preset
+        opts = dict(preset.task_options.get(cell.task, {}))
+        if cell.mixed:
+            opts["min_length"] = min(cell.eval_ns)  # the mixture's smallest pair count
+        return opts
     # keys and values from one alphabet big enough for the largest n of the study
-    return {"alphabet": capacity_alphabet}
+    return {"alphabet": capacity_alphabet, **preset.task_options.get(cell.task, {})}
 
 
 def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: int | None = None,
@@ -214,17 +260,21 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
                model_options: dict[str, Any] | None = None) -> RunConfig:
     steps = steps or preset.steps_for(cell)
     frozen = preset.frozen_embeddings if frozen is None else frozen
-    tc = TrainConfig(lr=lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
+    tc = TrainConfig(lr=lr or cell.lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
                      schedule=preset.schedule, warmup_steps=max(1, round(preset.warmup_frac * steps)),
                      batch_size=batch_size or preset.batch_for(cell), steps=steps,
                      eval_every=min(steps, preset.eval_every_for(cell)), seed=preset.seed, device=device)
     gen = preset.gen_eval if gen_eval is None else gen_eval
     return RunConfig(
         task=cell.task, task_params=task_params(cell, preset, capacity_alphabet), max_length=cell.n,
-        length_dist="fixed", n_train=0, n_val=n_val or preset.n_val, data_seed=preset.data_seed,
+        # a mixed cell trains on every pair count up to n at once and is scored at each of eval_ns
+        length_dist="uniform" if cell.mixed else "fixed", n_train=0, n_val=n_val or preset.n_val,
+        data_seed=preset.data_seed,
         model=cell.model, model_size=cell.size,
-        model_options={**(model_options or {}), **({"frozen_embeddings": True} if frozen else {})},
+        model_options={**dict(cell.options), **(model_options or {}),
+                       **({"frozen_embeddings": True} if frozen else {})},
         train=tc,
+        eval_lengths=tuple(cell.eval_ns), n_eval=n_val or preset.n_val,
         # free generation only where it measures something: IsTree (answers, live tool).
         # Retrieval tasks are scored by teacher-forced per-query accuracy.
         gen_eval=min(gen, n_val or preset.n_val) if cell.task == "istree" else 0,
@@ -278,6 +328,9 @@ def _metrics_line(cell: Cell, res: dict[str, Any]) -> str:
         gen = (f", answer acc {s['gen_acc']:.3f}, generated trace acc {s['gen_trace_acc']:.3f}, "
                f"{s.get('gen_failures', 0)} failures" if "gen_acc" in s else "")
         return f"teacher-forced trace acc {s['val_seq_acc']:.3f}{gen}{tag}"
+    if cell.mixed and "eval_lengths" in s:
+        accs = ", ".join(f"n={n}: {s['eval_lengths'][str(n)]['val_token_acc']:.3f}" for n in cell.eval_ns)
+        return f"per-query acc {accs}{tag}"
     return f"per-query acc {s['val_token_acc']:.3f}{tag}"
 
 
@@ -331,6 +384,10 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
                            "run_id": cfg.hash(), "ok": res is not None}
     short = shortcut_for(cfg)
     rec.update({"chance": short["chance"], "baseline": short["baseline"]})
+    if cell.task != "istree":  # sequence length at this n (the report's KV-cache size at the largest n solved)
+        from seqgap.tasks.catalog import make_task
+
+        rec["tokens"] = make_task(cfg.task, **cfg.task_params).max_tokens(cell.n)
     if res is None:
         return rec
     s = res["summary"]
@@ -359,6 +416,36 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
         rec.update(acc=s["val_token_acc"], acc_n=short["n_scored_val"] if s["n_val"] == short["n_val"] else None,
                    acc_scores="per query, teacher-forced")
     return rec
+
+
+def records_for(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The report's rows of one trained cell: :func:`record` for a plain cell; for a mixed capacity
+    cell (trained on every pair count up to ``cell.n`` at once) one row per n of ``cell.eval_ns``,
+    each with that n's teacher-forced per-query accuracy on ``cfg.n_eval`` fresh problems at n
+    (``acc_n`` = n_eval * n queries) and the shortcut baseline of a fixed-n validation split drawn
+    the same way (the same distribution as the problems scored)."""
+    if not cell.mixed:
+        return [record(cell, cfg, res)]
+    out = []
+    for n in cell.eval_ns:
+        at_n = dataclasses.replace(cell, n=n, eval_ns=())
+        fixed = dataclasses.replace(cfg, max_length=n, length_dist="fixed", n_val=cfg.n_eval, eval_lengths=())
+        r = record(at_n, fixed, None if res is None else {**res, "summary": _at_length(res["summary"], n, cfg.n_eval)})
+        r.update(run_id=cfg.hash(), mixed_ns=list(cell.eval_ns), lr=cfg.train.lr, steps_budget=cfg.train.steps,
+                 trained_on=f"pair counts {min(cell.eval_ns)}..{cell.n} mixed (uniform)")
+        out.append(r)
+    return out
+
+
+def _at_length(summary: dict[str, Any], n: int, n_eval: int) -> dict[str, Any]:
+    """A run summary whose validation metrics are those of ``eval_lengths[n]``."""
+    ev = summary["eval_lengths"][str(n)]
+    s = dict(summary)
+    for k in ("val_loss", "val_token_acc", "val_seq_acc", "val_final_acc"):
+        if k in ev:
+            s[k] = ev[k]
+    s["n_val"] = n_eval
+    return s
 
 
 # ---- CLI ------------------------------------------------------------------------------------
@@ -431,10 +518,13 @@ def cells_from(args, preset: Preset) -> list[Cell]:
                 like = [g for g in preset.grids if (g.tasks[0] == "istree") == (t == "istree")]
                 if not like:
                     raise SeqgapError(f"retrieval-gap: preset {preset.name} has no grid for {t}")
-                grids.append(dataclasses.replace(like[0], tasks=(t,)))
+                # the borrowed grid's model variants, lr sweep and mixing belong to its own task
+                grids.append(dataclasses.replace(like[0], tasks=(t,), options=((),), lrs=(None,), mixed=False))
     for g in grids:
         if not g.tasks:
             continue
+        if models and tuple(models) != g.models:  # other models: the grid's model options need not apply
+            g = dataclasses.replace(g, options=((),))
         g = dataclasses.replace(g, models=tuple(models) if models else g.models,
                                 sizes=tuple(sizes) if sizes else g.sizes,
                                 formats=tuple(formats) if formats else g.formats,
@@ -478,7 +568,7 @@ def model_options_from(args) -> dict[str, dict[str, Any]]:
 
 def capacity_alphabet(cells: Sequence[Cell]) -> int:
     """Keys (and values) of AR/MQAR: 64, or more when a cell has more pairs (keys must be distinct)."""
-    return max([64] + [c.n for c in cells if c.task != "istree"])
+    return max([64] + [c.n for c in cells if c.task in ("ar", "mqar")])
 
 
 def main(args) -> int:
@@ -537,7 +627,7 @@ def main(args) -> int:
     opts = engine_options(args)
     outs = run_cells(cells, configs, store_path, opts.pop("workers"), log=log, **opts)
     wall = time.perf_counter() - t0
-    records = [record(c, cfg, o) for c, cfg, o in zip(cells, configs, outs)]
+    records = [r for c, cfg, o in zip(cells, configs, outs) for r in records_for(c, cfg, o)]
     meta = {"preset": preset.name, "description": preset.description, "threshold": threshold,
             "wall_seconds": wall, "trained": sum(1 for r in records if r["ok"] and not r["cached"]),
             "from_store": sum(1 for r in records if r["ok"] and r["cached"]),

@@ -20,7 +20,7 @@ def default_workers() -> int:
     return max(1, cores)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(threads: int, parent: int, plugins: tuple[str, ...] = ()) -> None:
     import signal
 
     # set where the process starts, before torch loads (see seqgap.cli)
@@ -31,6 +31,16 @@ def _init_worker(threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    from seqgap.models.registry import load_plugin
+
+    for target in plugins:  # the driver's plugin models and tasks (a spawned worker starts bare)
+        load_plugin(target)
+
+
+def _plugins() -> tuple[str, ...]:
+    from seqgap.models.registry import LOADED_PLUGINS
+
+    return tuple(LOADED_PLUGINS)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -79,7 +89,7 @@ class LocalEngine:
             return
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
-                                             initializer=_init_worker, initargs=(1, os.getpid()))
+                                             initializer=_init_worker, initargs=(1, os.getpid(), _plugins()))
         self._futures[self._pool.submit(execute, job)] = job
 
     @property

@@ -20,15 +20,77 @@ from typing import Any
 from seqgap.errors import SeqgapError
 from seqgap.tasks.base import Task
 from seqgap.tasks.istree import IsTree
+from seqgap.tasks.mqar_zoology import ZoologyMQAR
 from seqgap.tasks.retrieval import AssociativeRecall, CGram, Counting, Index, MultiQueryAR
 from seqgap.tasks.state_tracking import ModAdd, Parity, Permutation
 
 BUILTIN: dict[str, type[Task]] = {cls.name: cls for cls in (
     ModAdd, Parity, Permutation,  # study E
-    Index, AssociativeRecall, MultiQueryAR, CGram, Counting, IsTree,  # study W
+    Index, AssociativeRecall, MultiQueryAR, ZoologyMQAR, CGram, Counting, IsTree,  # study W
 )}
-TASKS: dict[str, type[Task]] = dict(BUILTIN)
+
+
+class _TaskTable(dict):
+    """The task table: built-ins, plugins registered so far, and (loaded on first look-up) the
+    tasks of installed packages exposing an entry point in the ``seqgap.tasks`` group."""
+
+    def _ready(self) -> None:
+        load_task_entry_points()
+
+    def __contains__(self, name: object) -> bool:
+        self._ready()
+        return super().__contains__(name)
+
+    def __getitem__(self, name: str) -> type[Task]:
+        self._ready()
+        return super().__getitem__(name)
+
+    def __iter__(self):
+        self._ready()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._ready()
+        return super().__len__()
+
+    def get(self, name, default=None):
+        self._ready()
+        return super().get(name, default)
+
+    def keys(self):
+        self._ready()
+        return super().keys()
+
+    def items(self):
+        self._ready()
+        return super().items()
+
+    def values(self):
+        self._ready()
+        return super().values()
+
+
+TASKS: dict[str, type[Task]] = _TaskTable(BUILTIN)
 TASK_HELP: dict[str, str] = {name: cls.help for name, cls in BUILTIN.items()}
+
+_ENTRY_POINTS_LOADED = False
+
+
+def load_task_entry_points() -> None:
+    """Import every ``seqgap.tasks`` entry point once (each registers its tasks with
+    :func:`register_task`); a broken one is a warning, never a failure of the tool."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    import sys
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="seqgap.tasks"):
+        try:
+            ep.load()
+        except Exception as e:  # a broken plugin must not break the tool
+            print(f"seqgap: warning: could not load task plugin {ep.name!r}: {e}", file=sys.stderr)
 
 
 _PLUGIN_VERSIONS: dict[str, str] = {}
@@ -44,7 +106,7 @@ def register_task(name: str, help: str = "", version: str | int | None = None):
 
     def deco(cls):
         cls.name = name  # its error messages and describe() use the registered name
-        TASKS[name] = cls
+        dict.__setitem__(TASKS, name, cls)
         TASK_HELP[name] = help or cls.help or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
         _PLUGIN_VERSIONS[name] = str(version) if version is not None else _source_version(cls)
         return cls

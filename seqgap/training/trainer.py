@@ -182,8 +182,8 @@ def estimate_request_bytes(config: RunConfig, task: Task, parts: dict[str, float
     train_step = (B * T_train * width * layers * 16 + attn_layers * B * heads * T_train ** 2 * 3
                   + B * T_train * vocab * 3) * 4
     # evaluation (no gradient): validation in chunks of 512, extra lengths in chunks of 256
-    eval_step = max((512 * T_train * (width * 8 + vocab) + (512 * heads * T_train ** 2 if attn_layers else 0)) * 4,
-                    (256 * T_eval * (width * 8 + vocab) + (256 * heads * T_eval ** 2 if attn_layers else 0)) * 4
+    eval_step = max((512 * T_train * (width * 2 + vocab * 2) + (512 * heads * T_train ** 2 if attn_layers else 0)) * 4,
+                    (256 * T_eval * (width * 2 + vocab * 2) + (256 * heads * T_eval ** 2 if attn_layers else 0)) * 4
                     if config.eval_lengths else 0)
     out["largest step"] = max(train_step, eval_step)
     if parts is not None:
