@@ -235,7 +235,9 @@ def test_task_entry_points_are_loaded_on_first_look_up(task_table, monkeypatch, 
     ep = md.EntryPoint("ep-reverse", "seqgap_ep_task", "seqgap.tasks")
     real = md.entry_points
     monkeypatch.setattr(md, "entry_points", lambda **kw: [ep] if kw.get("group") == "seqgap.tasks" else real(**kw))
-    monkeypatch.setattr(catalog, "_ENTRY_POINTS_LOADED", False)
+    import seqgap.entry_points as eps
+
+    monkeypatch.setattr(eps, "_LOADED", set())  # not loaded yet
     assert "ep-reverse" in catalog.TASKS
     task = catalog.make_task("ep-reverse", alphabet=2)
     assert task.name == "ep-reverse" and all(r.ok for r in check_task(task))

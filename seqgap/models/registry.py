@@ -40,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from seqgap.entry_points import load_group
 from seqgap.errors import SeqgapError
 from seqgap.models import dense_ssm, hybrid, lstm, mamba, transformer
 from seqgap.models.base import ModelSpec
@@ -132,21 +133,8 @@ class _ModelTable(Mapping):
 
 MODELS: Mapping[str, ModelSpec] = _ModelTable()
 
-_ENTRY_POINTS_LOADED = False
-
-
 def _load_entry_points() -> None:
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="seqgap.models"):
-        try:
-            ep.load()
-        except Exception as e:  # a broken plugin must not break the tool
-            print(f"seqgap: warning: could not load model plugin {ep.name!r}: {e}", file=sys.stderr)
+    load_group("seqgap.models")
 
 
 # plugins loaded in this process (files as absolute paths), in order: the local engine's worker

@@ -110,21 +110,11 @@ def plan(args) -> tuple[list[Cell], SearchSettings]:
 def run_cells(cells: Sequence[Cell], settings: SearchSettings, store: str | None, workers: int | None,
               n_eval: int, log=print, **engine) -> list[LengthGenResult]:
     """Train and evaluate every cell on an engine; failed cells are logged and left out."""
-    from seqgap.sweep.driver import run_programs
+    from seqgap.sweep.driver import run_each
 
-    def program(cell: Cell):
-        def run_cell(driver) -> LengthGenResult:
-            r = length_gen_cell(cell, settings, n_eval, driver)
-            log(f"  {r.cell.label()}: normalized acc at 2L = {r.at_2L:.2f}")
-            return r
-
-        return run_cell
-
-    outcomes = run_programs([program(c) for c in cells], store, workers=workers, **engine)
-    for c, o in zip(cells, outcomes):
-        if not o.ok:
-            log(f"  {c.label()}: FAILED: {o.error.splitlines()[0]}")
-    return [o.value for o in outcomes if o.ok]
+    results = run_each(cells, lambda cell, driver: length_gen_cell(cell, settings, n_eval, driver), store, Cell.label,
+                       lambda _, r: f"normalized acc at 2L = {r.at_2L:.2f}", log, workers, **engine)
+    return [r for r in results if r is not None]
 
 
 def main(args) -> int:

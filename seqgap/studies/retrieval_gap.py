@@ -294,30 +294,18 @@ def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
 def run_cells(cells: Sequence[Cell], configs: Sequence[RunConfig], store_path: str | None,
               workers: int | None, log=print, **engine: Any) -> list[dict[str, Any] | None]:
     """Train every cell (longest first) on an engine; a failed cell is logged and left None."""
-    from seqgap.sweep.driver import run_programs
+    from seqgap.sweep.driver import run_each
+
+    def train(i: int, driver) -> dict[str, Any]:
+        r = driver.train([configs[i]])[0]
+        return {"id": r.id, "summary": r.summary, "cached": r.cached}
 
     order = sorted(range(len(cells)), key=lambda i: -estimated_cost(cells[i], configs[i]))
-    t0 = time.perf_counter()
-    done = [0]
-
-    def program(i: int):
-        def train(driver) -> dict[str, Any]:
-            r = driver.train([configs[i]])[0]
-            out = {"id": r.id, "summary": r.summary, "cached": r.cached}
-            done[0] += 1
-            log(f"[{done[0]}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {cells[i].label()}: "
-                f"{_metrics_line(cells[i], out)}")
-            return out
-
-        return train
-
-    outcomes = run_programs([program(i) for i in order], store_path, workers=workers, **engine)
+    done = run_each(order, train, store_path, lambda i: cells[i].label(),
+                    lambda i, out: _metrics_line(cells[i], out), log, workers, **engine)
     outs: list[dict[str, Any] | None] = [None] * len(cells)
-    for i, o in zip(order, outcomes):
-        if o.ok:
-            outs[i] = o.value
-        else:
-            log(f"{cells[i].label()}: FAILED: {o.error.splitlines()[0]}")
+    for i, out in zip(order, done):
+        outs[i] = out
     return outs
 
 

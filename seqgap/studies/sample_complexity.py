@@ -244,26 +244,10 @@ def search_cell(cell: Cell, settings: SearchSettings, driver=None, verbose: bool
 def search_cells(cells: Sequence[Cell], settings: SearchSettings, store_path: str | None = None,
                  workers: int | None = None, log=print, **engine: Any) -> list[CellResult | None]:
     """Search many cells at once on an engine (local cores or Ray); failed cells are logged, not raised."""
-    from seqgap.sweep.driver import run_programs
+    from seqgap.sweep.driver import run_each
 
-    t0 = time.perf_counter()
-    done = [0]
-
-    def program(cell: Cell):
-        def search(driver) -> CellResult:
-            r = search_cell(cell, settings, driver)
-            done[0] += 1
-            log(f"[{done[0]}/{len(cells)} {time.perf_counter() - t0:6.0f}s] {r.cell.label()}: N* = {r.label()}"
-                f"  ({r.runs} runs, {r.trained} trained)")
-            return r
-
-        return search
-
-    outcomes = run_programs([program(c) for c in cells], store_path, workers=workers, **engine)
-    for c, o in zip(cells, outcomes):
-        if not o.ok:
-            log(f"{c.label()}: FAILED: {o.error.splitlines()[0]}")
-    return [o.value if o.ok else None for o in outcomes]
+    return run_each(cells, lambda cell, driver: search_cell(cell, settings, driver), store_path, Cell.label,
+                    lambda _, r: f"N* = {r.label()}  ({r.runs} runs, {r.trained} trained)", log, workers, **engine)
 
 
 # ---- presets ----------------------------------------------------------------------------

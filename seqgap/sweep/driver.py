@@ -327,3 +327,29 @@ def run_programs(programs: Sequence[Program], store_path: str | None = None, bac
     finally:
         engine.close()
         store.close()
+
+
+def run_each(items: Sequence[Any], work: Callable[[Any, Driver], Any], store_path: str | None,
+             label: Callable[[Any], str], describe: Callable[[Any, Any], str], log: Callable[[str], None] = print,
+             workers: int | None = None, **engine: Any) -> list[Any]:
+    """One program per item, ``work(item, driver) -> value``, all on one driver: logs
+    ``[done/total elapsed] label(item): describe(item, value)`` as each finishes and a FAILED line for each
+    failure.  Returns the values in item order, None for a failed item."""
+    import time
+
+    t0, done = time.perf_counter(), [0]
+
+    def program(item: Any) -> Program:
+        def run(driver: Driver) -> Any:
+            value = work(item, driver)
+            done[0] += 1
+            log(f"[{done[0]}/{len(items)} {time.perf_counter() - t0:6.0f}s] {label(item)}: {describe(item, value)}")
+            return value
+
+        return run
+
+    outcomes = run_programs([program(i) for i in items], store_path, workers=workers, **engine)
+    for item, o in zip(items, outcomes):
+        if not o.ok:
+            log(f"{label(item)}: FAILED: {o.error.splitlines()[0]}")
+    return [o.value if o.ok else None for o in outcomes]

@@ -17,6 +17,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from seqgap.entry_points import load_group
 from seqgap.errors import SeqgapError
 from seqgap.tasks.base import Task
 from seqgap.tasks.istree import IsTree
@@ -73,24 +74,9 @@ class _TaskTable(dict):
 TASKS: dict[str, type[Task]] = _TaskTable(BUILTIN)
 TASK_HELP: dict[str, str] = {name: cls.help for name, cls in BUILTIN.items()}
 
-_ENTRY_POINTS_LOADED = False
-
-
 def load_task_entry_points() -> None:
-    """Import every ``seqgap.tasks`` entry point once (each registers its tasks with
-    :func:`register_task`); a broken one is a warning, never a failure of the tool."""
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED:
-        return
-    _ENTRY_POINTS_LOADED = True
-    import sys
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="seqgap.tasks"):
-        try:
-            ep.load()
-        except Exception as e:  # a broken plugin must not break the tool
-            print(f"seqgap: warning: could not load task plugin {ep.name!r}: {e}", file=sys.stderr)
+    """Import every ``seqgap.tasks`` entry point once (each registers its tasks with :func:`register_task`)."""
+    load_group("seqgap.tasks")
 
 
 _PLUGIN_VERSIONS: dict[str, str] = {}
