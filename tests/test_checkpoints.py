@@ -65,3 +65,42 @@ def test_checkpoint_does_not_change_the_run_id_and_resumes_in_process(tmp_path):
     assert strip(got.history) == strip(want.history)
     for k, v in want.model.state_dict().items():
         assert (got.model.state_dict()[k] == v).all(), k
+
+
+ENSEMBLE_DRIVER = """
+from seqgap.config import RunConfig, TrainConfig
+from seqgap.sweep.driver import run_programs
+base = RunConfig(task="modadd", task_params={{"m": 3, "format": "acot"}}, max_length=6, n_train=100, n_val=20,
+                 model="lstm", model_size="tiny", train=TrainConfig(steps=3000, eval_every=10, success_loss=0.9))
+# lr 1e-2 reaches the success loss within a few dozen steps and stops; lr 1e-7 trains all 3,000
+grid = [base.replace(lr=1e-2, seed=0), base.replace(lr=1e-7, seed=1)]
+run_programs([lambda d: d.train(grid)], {store!r}, workers=1)
+"""
+
+
+def test_a_killed_ensemble_keeps_the_members_it_had_finished(tmp_path):
+    store = tmp_path / "s.sqlite"
+    ckpt = tmp_path / "s.checkpoints"
+    proc = subprocess.Popen([sys.executable, "-c", ENSEMBLE_DRIVER.format(store=str(store))])
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(ckpt.glob("*.result.json")):
+            time.sleep(0.1)
+        kept = list(ckpt.glob("*.result.json"))
+        assert len(kept) == 1  # the fast member finished, the slow one is still training
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    import json
+
+    finished = json.loads(kept[0].read_text())
+    assert len(RunStore(store)) == 0  # killed before the job returned: nothing stored yet
+    # rerun: the finished member is not trained again (the slow one resumes or restarts)
+    rerun = subprocess.run([sys.executable, "-c", ENSEMBLE_DRIVER.format(store=str(store))],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    row = RunStore(store).get(finished["id"])
+    assert row is not None and row["summary"] == finished["summary"]  # its own seconds: the kept result
+    assert not list(ckpt.glob("*.result.json"))  # stored, so no longer kept

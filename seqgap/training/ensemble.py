@@ -36,8 +36,8 @@ import torch
 
 from seqgap.config import NON_IDENTITY_FIELDS, RunConfig
 from seqgap.errors import SeqgapError
-from seqgap.training.trainer import (Run, RunData, RunResult, evaluate, lr_at, make_optimizer, member_losses,
-                                     prepare, torch_threads)
+from seqgap.training.trainer import (Run, RunData, RunResult, drop_checkpoint, evaluate, finished_result,
+                                     keep_finished, lr_at, make_optimizer, member_losses, prepare, torch_threads)
 
 # The only fields in which the members of one ensemble may differ.
 MEMBER_FIELDS = ("lr", "seed")
@@ -208,21 +208,31 @@ def train_ensemble(configs: Sequence[RunConfig], progress: EnsembleProgressFn | 
 
     def finished(i: int, run: Run) -> None:
         results[i] = run.result(keep_model)
+        keep_finished(run.config, results[i])
         if on_result:
             on_result(i, results[i])
 
+    for i, c in enumerate(configs):  # members a killed job had finished (see trainer.keep_finished)
+        results[i] = finished_result(c)
+        if results[i] is not None and on_result:
+            on_result(i, results[i])
+    if stop_on_success and any(r is not None and r.success for r in results):
+        return results
+    pending = [i for i, r in enumerate(results) if r is None]
+    if not pending:
+        return results
     with torch_threads(tc):
         task, _ = prepare(configs[0])
         data = RunData(task, configs[0])
-        runs = [Run(c, data) for c in configs]
+        runs: list[Run | None] = [Run(c, data) if results[i] is None else None for i, c in enumerate(configs)]
         if strategy == "vmap":
-            reason = vmap_traceable(runs[0])
+            reason = vmap_traceable(runs[pending[0]])
             if reason:
                 print(f"seqgap: note: {configs[0].model} cannot be stacked by vmap ({reason}); "
                       f"training the members one at a time", file=sys.stderr)
                 strategy = "loop"
         step_all = _loop_stepper(runs) if strategy == "loop" else _vmap_stepper(runs, data)
-        active = list(range(len(runs)))
+        active = pending
         while active:
             for i, rec in step_all(active):
                 if progress:
@@ -253,13 +263,14 @@ def _loop_stepper(runs: list[Run]):
     return step_all
 
 
-def _vmap_stepper(runs: list[Run], data: RunData):
+def _vmap_stepper(runs: list[Run | None], data: RunData):
     """One step of every active member, one vmapped step per learning rate."""
     groups: dict[float, list[int]] = {}
     for i, r in enumerate(runs):
-        groups.setdefault(r.cfg.lr, []).append(i)
+        if r is not None:
+            groups.setdefault(r.cfg.lr, []).append(i)
     stacks = {lr: (idx, StackedMembers([runs[i] for i in idx])) for lr, idx in groups.items()}
-    task, device = data.task, runs[0].cfg.device
+    task, device = data.task, data.config.train.device
 
     def step_all(active: list[int]):
         out = []
@@ -336,6 +347,7 @@ def run_ensemble(configs: Sequence[RunConfig], store=None, progress: EnsemblePro
             results[res.id] = res
             if store is not None:
                 store.put(res.id, res.config, res.summary, res.history)
+                drop_checkpoint(todo[i])
 
         train_ensemble(todo, progress=member_progress if progress else None, keep_model=keep_model,
                        stop_on_success=stop_on_success, strategy=strategy, on_result=store_result)

@@ -560,10 +560,46 @@ def checkpoint_path(config: RunConfig) -> Path | None:
 
 
 def drop_checkpoint(config: RunConfig) -> None:
-    """Remove a run's checkpoint once its result is stored."""
+    """Remove a run's checkpoint (and its finished result, see :func:`keep_finished`) once it is stored."""
     path = checkpoint_path(config)
     if path is not None:
         path.unlink(missing_ok=True)
+        path.with_suffix(".result.json").unlink(missing_ok=True)
+
+
+def keep_finished(config: RunConfig, result: RunResult) -> None:
+    """A finished run's result next to its checkpoint, until the driver has stored it: a job killed
+    after some of its runs finished (an ensemble's members) keeps them."""
+    path = checkpoint_path(config)
+    if path is None:
+        return
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".result.tmp")
+    tmp.write_text(json.dumps({"id": result.id, "config": result.config, "summary": result.summary,
+                               "history": result.history}, default=_json_default))
+    os.replace(tmp, path.with_suffix(".result.json"))
+
+
+def finished_result(config: RunConfig) -> RunResult | None:
+    """The result :func:`keep_finished` kept for ``config``, if any (an unreadable one is ignored)."""
+    path = checkpoint_path(config)
+    if path is None or not path.with_suffix(".result.json").exists():
+        return None
+    import json
+
+    try:
+        d = json.loads(path.with_suffix(".result.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(d, dict) or d.get("id") != config.hash():
+        return None
+    return RunResult(d["id"], d["config"], d["summary"], d["history"], cached=False)
+
+
+def _json_default(x: Any) -> Any:
+    return float(x) if isinstance(x, (np.floating, np.integer)) else str(x)
 
 
 def _rng_state(device: str) -> tuple:
