@@ -484,6 +484,122 @@ def findings_capacity(rows: Sequence[dict], threshold: float, slope: float | Non
     return out
 
 
+def _ci_text(r: dict) -> str:
+    ci = wilson_interval(r["acc"], r.get("acc_n"))
+    return f"{r['acc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _who(r: dict) -> str:
+    return f"{r['model']}:{r['size']} ({r['n_params'] / 1e3:.0f}k)"
+
+
+def _near_perfect(r: dict) -> bool | None:
+    """True: the 95% interval's lower end >= NEAR_PERFECT and beats the baseline; False: its upper end
+    is below it or it is at baseline; None: the interval straddles it."""
+    ci = wilson_interval(r["acc"], r.get("acc_n")) or (r["acc"], r["acc"])
+    if beats_baseline(r) is False or ci[1] < NEAR_PERFECT:
+        return False
+    return True if ci[0] >= NEAR_PERFECT else None
+
+
+def _check_verdict(flags: Sequence[bool | None]) -> str:
+    if not flags:
+        return "inconclusive"
+    if any(f is False for f in flags):
+        return "not shown"
+    return "shown" if all(f is True for f in flags) else "inconclusive"
+
+
+def _is_transformer(r: dict) -> bool:
+    """Attention only (the Hybrid has attention too, but it is the model W-c asks about)."""
+    return not r.get("recurrent", True) and r["model"] != "hybrid"
+
+
+def _istree(records: Sequence[dict], fmt: str) -> list[dict]:
+    return [r for r in _ok(records, task="istree", format=fmt) if r.get("acc") is not None]
+
+
+def check_w_a(records: Sequence[dict]) -> tuple[str, str]:
+    """**W-a**: attention (a non-recurrent model) with CoT is near-perfect on IsTree at every n of the run.
+    Rule: at every n, some attention CoT cell's answer accuracy is near-perfect (95% Wilson interval's
+    lower end >= 0.95 and above the shortcut baseline); not shown when at some n every one is clearly
+    below; inconclusive otherwise or without such cells."""
+    cells = [r for r in _istree(records, "cot") if _is_transformer(r)]
+    flags, parts = [], []
+    for n in sorted({r["n"] for r in cells}):
+        at_n = [r for r in cells if r["n"] == n]
+        best = [_near_perfect(r) for r in at_n]
+        flags.append(True if True in best else (None if None in best else False))
+        parts.append(f"n={n}: " + ", ".join(f"{_who(r)} {_ci_text(r)}" for r in at_n))
+    return _check_verdict(flags), "rule: attention + CoT near-perfect (95% CI >= 0.95, above baseline) at every n; " + (
+        "; ".join(parts) or "no attention CoT cell")
+
+
+def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
+    """**W-b**: an RNN with CoT is clearly below the Transformer at about the same parameter count, the gap
+    growing with n.  Rule, per RNN family: at every n the RNN's 95% interval lies wholly below the
+    Transformer's (parameter ratio within 0.5..2); with two or more n the gap must not shrink as n grows.
+    Shown for a family when both hold; the check is shown when Mamba (W's case) shows it, and names the
+    families that do; not shown when Mamba's intervals overlap or it is ahead at every n; inconclusive
+    without the cells (one n cannot show a growing gap: at one n, "below" is reported and the verdict
+    is inconclusive)."""
+    cot = _istree(records, "cot")
+    att = [r for r in cot if _is_transformer(r)]
+    out, per_family = [], {}
+    for fam in sorted({r["model"] for r in cot if r.get("recurrent", True) and r["model"] != "hybrid"}):
+        gaps, below = [], []
+        for n in sorted({r["n"] for r in cot}):
+            rnn = [r for r in cot if r["model"] == fam and r["n"] == n]
+            tr = [r for r in att if r["n"] == n]
+            pairs = [(a, t) for a in rnn for t in tr if 0.5 <= a["n_params"] / max(t["n_params"], 1) <= 2]
+            if not pairs:
+                continue
+            a, t = max(pairs, key=lambda p: p[0]["acc"])
+            ca = wilson_interval(a["acc"], a.get("acc_n")) or (a["acc"], a["acc"])
+            ct = wilson_interval(t["acc"], t.get("acc_n")) or (t["acc"], t["acc"])
+            below.append(ca[1] < ct[0])
+            gaps.append((n, t["acc"] - a["acc"]))
+            out.append(f"n={n}: {_who(a)} {_ci_text(a)} vs {_who(t)} {_ci_text(t)}")
+        if not gaps:
+            continue
+        growing = len(gaps) >= 2 and all(g2 >= g1 for (_, g1), (_, g2) in zip(gaps, gaps[1:]))
+        per_family[fam] = ("shown" if all(below) and growing else "not shown" if not any(below)
+                           else "inconclusive")
+        if all(below) and len(gaps) == 1:
+            per_family[fam] = "inconclusive (below at the one n tried)"
+    verdict = per_family.get("mamba", "inconclusive").split(" (")[0]
+    fams = "; ".join(f"{k}: {v}" for k, v in per_family.items())
+    return verdict, (f"rule: RNN + CoT 95% CI wholly below the Transformer's at matched size, gap growing with n "
+                     f"(judged for Mamba, W's case); per family: {fams or 'no cells'}; " + "; ".join(out))
+
+
+def check_w_c(records: Sequence[dict]) -> tuple[str, str]:
+    """**W-c**: in-context RAG with the live tool lifts each RNN to near-perfect, and the Hybrid closes
+    the gap with CoT.  Rule: every RNN family's RAG cell is near-perfect (as in W-a) at every n, and the
+    Hybrid's CoT cell at each n is near-perfect or its 95% interval overlaps the best attention CoT
+    cell's; each RNN is judged separately and listed."""
+    rag = [r for r in _istree(records, "rag") if r.get("recurrent", True) and r["model"] != "hybrid"]
+    cot = _istree(records, "cot")
+    flags, parts = [], []
+    for fam in sorted({r["model"] for r in rag}):
+        for n in sorted({r["n"] for r in rag if r["model"] == fam}):
+            cells = [r for r in rag if r["model"] == fam and r["n"] == n]
+            f = [_near_perfect(r) for r in cells]
+            flag = True if True in f else (None if None in f else False)
+            flags.append(flag)
+            parts.append(f"RAG {fam} n={n}: " + ", ".join(f"{_who(r)} {_ci_text(r)}" for r in cells)
+                         + f" ({ {True: 'lifted', False: 'not lifted', None: 'unclear'}[flag] })")
+    for r in [r for r in cot if r["model"] == "hybrid"]:
+        att = [t for t in cot if _is_transformer(t) and t["n"] == r["n"]]
+        ch = wilson_interval(r["acc"], r.get("acc_n")) or (r["acc"], r["acc"])
+        close = _near_perfect(r) is True or any(
+            (wilson_interval(t["acc"], t.get("acc_n")) or (t["acc"], t["acc"]))[0] <= ch[1] for t in att)
+        flags.append(bool(close))
+        parts.append(f"Hybrid CoT n={r['n']}: {_who(r)} {_ci_text(r)} ({'closes the gap' if close else 'gap remains'})")
+    return _check_verdict(flags), "rule: each RNN + RAG near-perfect, Hybrid CoT near-perfect or within the " \
+                            "Transformer's interval; " + ("; ".join(parts) or "no RAG or Hybrid cell")
+
+
 def check_w_d(rows: Sequence[dict], threshold: float) -> tuple[str, str]:
     """Issue 11's check **W-d** (W's capacity law on AR / MQAR): ``(verdict, detail)``, verdict one of
     "shown" / "not shown" / "inconclusive".
@@ -694,9 +810,18 @@ def write_retrieval_gap_report(records: Sequence[dict], meta: dict[str, Any], ou
     for r in failed:
         lines.append(f"- cell {r['model']}:{r['size']} ({_opts(r)}) {r['task']}/{r['format']} n={r['n']} FAILED "
                      f"(see the log); it is missing from the tables.")
+    checks = []
+    if _istree(records, "cot") or _istree(records, "rag"):
+        for name, (verdict, detail) in (("W-a (Transformer + CoT near-perfect on IsTree)", check_w_a(records)),
+                                        ("W-b (an RNN + CoT clearly below the Transformer, gap growing with n)",
+                                         check_w_b(records)),
+                                        ("W-c (RAG lifts each RNN; the Hybrid closes the gap)", check_w_c(records))):
+            checks.append(f"- **{name}: {verdict}.** {detail}")
     if rows:
         verdict, detail = check_w_d(rows, threshold)
-        lines += ["", "## Checks", "", f"- **W-d (capacity law): {verdict}.** {detail}"]
+        checks.append(f"- **W-d (capacity law): {verdict}.** {detail}")
+    if checks:
+        lines += ["", "## Checks", ""] + checks
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     return md

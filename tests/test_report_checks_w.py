@@ -1,0 +1,29 @@
+"""The W report's named checks W-a, W-b, W-c on hand-built records (both verdicts each)."""
+from seqgap.report.retrieval import check_w_a, check_w_b, check_w_c
+
+
+def rec(model, fmt, n, acc, params=130_000, recurrent=True, size="tiny"):
+    return {"ok": True, "task": "istree", "model": model, "size": size, "format": fmt, "n": n, "acc": acc,
+            "acc_n": 200, "n_params": params, "recurrent": recurrent, "chance": 0.5,
+            "baseline": {"name": "node degrees", "accuracy": 0.59, "exact": True}}
+
+
+def test_w_a_b_c_shown():
+    records = [rec("llama", "cot", 16, 0.995, recurrent=False), rec("llama", "cot", 32, 0.99, recurrent=False),
+               rec("mamba", "cot", 16, 0.80), rec("mamba", "cot", 32, 0.62),
+               rec("mamba", "rag", 16, 1.0), rec("mamba", "rag", 32, 0.995), rec("lstm", "rag", 16, 0.995),
+               rec("hybrid", "cot", 16, 1.0, recurrent=False), rec("hybrid", "cot", 32, 0.99, recurrent=False)]
+    assert check_w_a(records)[0] == "shown"
+    assert check_w_b(records)[0] == "shown"
+    assert check_w_c(records)[0] == "shown"
+
+
+def test_w_a_b_c_not_shown_or_inconclusive():
+    records = [rec("llama", "cot", 8, 0.80, recurrent=False), rec("mamba", "cot", 8, 1.0),
+               rec("lstm", "rag", 8, 0.21), rec("mamba", "rag", 8, 0.995)]
+    assert check_w_a(records)[0] == "not shown"
+    assert check_w_b(records)[0] == "not shown"  # Mamba is not below the Transformer
+    assert check_w_c(records)[0] == "not shown"  # the LSTM is not lifted by RAG
+    one_n = [rec("llama", "cot", 8, 0.99, recurrent=False), rec("mamba", "cot", 8, 0.5)]
+    assert check_w_b(one_n)[0] == "inconclusive"  # below, but one n cannot show a growing gap
+    assert check_w_a([])[0] == "inconclusive"
