@@ -9,6 +9,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from helpers import alive
+
 DRIVER = textwrap.dedent("""
     from seqgap.config import RunConfig, TrainConfig
     from seqgap.sweep.driver import run_programs
@@ -33,13 +35,6 @@ def workers_of(pid: int) -> list[int]:
             out.append(int(p.name))
     return out
 
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-    except OSError:
-        return False
 
 
 def test_kill_9_of_the_driver_takes_the_workers_with_it(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from seqgap.config import RunConfig, TrainConfig
-from helpers import stored_metrics
+from helpers import alive, stored_metrics
 
 from seqgap.store import RunStore
 from seqgap.studies import sample_complexity as sc
@@ -66,12 +66,6 @@ def ray_workers() -> list[int]:
                 pass
     return out
 
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_killed_driver_leaves_no_ray_worker_and_resumes_without_retraining(tmp_path):

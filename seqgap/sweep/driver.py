@@ -246,7 +246,7 @@ class Driver:
             # the single writer: one transaction per run, as each job's results arrive
             self.store.put(payload.id, payload.config, payload.summary, payload.history)
             drop_checkpoint(cfg)
-            new[rid] = RunResult(payload.id, payload.config, payload.summary, payload.history, cached=False)
+            new[rid] = payload
             self.counts["trained"] += 1
         self._release(todo_ids)
         self._resolve(req, new)

@@ -12,10 +12,11 @@ Engines implement ``submit(job)``, ``wait(timeout) -> list[JobOutcome]``, ``runn
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Protocol, Sequence
 
 from seqgap.config import RunConfig
+from seqgap.training.trainer import RunResult
 
 
 @dataclass
@@ -28,19 +29,9 @@ class Job:
 
 
 @dataclass
-class RunPayload:
-    """What a worker sends back for one run: enough for the driver to store it (no model)."""
-
-    id: str
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
 class JobOutcome:
     job: Job
-    results: list[RunPayload | None] | None = None  # per config; None: abandoned by the short circuit
+    results: list[RunResult | None] | None = None  # per config (no model); None: cut short by the N* short circuit
     error: str | None = None
 
     @property
@@ -63,7 +54,7 @@ def execute(job: Job) -> JobOutcome:
         return JobOutcome(job, error=str(e))
     except Exception as e:  # recorded, never lost
         return JobOutcome(job, error=f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}")
-    return JobOutcome(job, [None if r is None else RunPayload(r.id, r.config, r.summary, r.history) for r in results])
+    return JobOutcome(job, results)
 
 
 class Engine(Protocol):
