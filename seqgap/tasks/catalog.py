@@ -127,7 +127,16 @@ def make_task(name: str, **params: Any) -> Task:
     if name not in TASKS:
         raise SeqgapError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     params = {k: v for k, v in params.items() if v is not None}
+    import inspect
+
+    cls = TASKS[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = [k for k in params if k not in accepted or k == "self"]
+        if unknown:  # named by repr: a hostile key cannot break the message over lines
+            options = ", ".join(k for k in accepted if k != "self")
+            raise SeqgapError(f"task {name}: unknown option(s) {', '.join(map(repr, unknown))}; options: {options}")
     try:
-        return TASKS[name](**params)
+        return cls(**params)
     except TypeError as e:
-        raise SeqgapError(f"task {name}: {e}") from None
+        raise SeqgapError(f"task {name}: {' '.join(str(e).split())}") from None
