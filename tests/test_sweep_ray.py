@@ -99,3 +99,16 @@ def test_killed_driver_leaves_no_ray_worker_and_resumes_without_retraining(tmp_p
     d = Driver(RunStore(store), LocalEngine(1), progress=False)
     out = d.run([lambda drv: drv.train_each([base.replace(seed=s) for s in range(2)])])
     assert out[0].ok and all(r.cached for r in out[0].value) and d.counts["trained"] == 0
+
+
+def test_a_plugin_model_trains_on_ray_workers(tmp_path):
+    # a Ray worker starts bare: the driver's plugin files travel with each job and load there
+    from seqgap.models.registry import load_plugin
+    from seqgap.sweep.driver import run_programs
+
+    load_plugin(str(Path(__file__).parents[1] / "examples" / "gru.py"))
+    cfg = RunConfig(task="modadd", task_params={"m": 3, "format": "acot"}, max_length=5, n_train=40, n_val=10,
+                    model="gru", train=TrainConfig(steps=5, eval_every=5))
+    out = run_programs([lambda d: d.train_each([cfg])], str(tmp_path / "s.sqlite"), backend="ray", workers=2)
+    assert out[0].ok, out[0].error
+    assert out[0].value[0].summary["steps"] == 5 and not out[0].value[0].cached

@@ -27,9 +27,19 @@ def _ray():
     return ray
 
 
-def _execute_in_worker(job: Job) -> JobOutcome:
+def _execute_in_worker(job: Job, plugins: tuple[str, ...] = ()) -> JobOutcome:
     # set where the worker process starts training, before torch spins threads (see seqgap.cli)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from seqgap.errors import SeqgapError
+    from seqgap.models.registry import LOADED_PLUGINS, load_plugin
+
+    try:  # the driver's plugin models and tasks, once per worker process (a Ray worker starts bare);
+        # a plugin file must exist at the same path on the worker's machine
+        for target in plugins:
+            if target not in LOADED_PLUGINS:
+                load_plugin(target)
+    except SeqgapError as e:
+        return JobOutcome(job, error=str(e))
     return execute(job)
 
 
@@ -57,7 +67,9 @@ class RayEngine:
         self._refs: dict = {}
 
     def submit(self, job: Job) -> None:
-        self._refs[self._task.remote(job)] = job
+        from seqgap.models.registry import LOADED_PLUGINS
+
+        self._refs[self._task.remote(job, tuple(LOADED_PLUGINS))] = job
 
     @property
     def running(self) -> int:
