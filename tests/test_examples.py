@@ -71,6 +71,14 @@ def test_entry_point_package(tmp_path):
     assert p.returncode == 0 and "elman" in p.stdout, p.stdout + p.stderr
     p = _seqgap("check-model", "--model", "elman", "--size", "tiny", "--generation", env=env)
     assert p.returncode == 0 and p.stdout.count("PASS") == 6, p.stdout + p.stderr
+    # and a tiny card, found through the entry point alone (no --plugin)
+    p = _seqgap("card", "--model", "elman", "--battery", "tiny", "--workers", "1", "--store", str(tmp_path / "s.sqlite"),
+                "--out", str(tmp_path / "card"), env=env, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    import json
+
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert card["model"] == "elman" and card["battery"] == "tiny"
 
 
 # ---- identity ------------------------------------------------------------------------------
