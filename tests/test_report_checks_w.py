@@ -27,3 +27,16 @@ def test_w_a_b_c_not_shown_or_inconclusive():
     one_n = [rec("llama", "cot", 8, 0.99, recurrent=False), rec("mamba", "cot", 8, 0.5)]
     assert check_w_b(one_n)[0] == "inconclusive"  # below, but one n cannot show a growing gap
     assert check_w_a([])[0] == "inconclusive"
+
+
+def test_w_b_is_about_an_rnn_and_names_which():
+    """The LSTM alone shows the growing gap: shown, naming the LSTM and Mamba's own (not shown) verdict."""
+    records = [rec("llama", "cot", 4, 1.0, recurrent=False), rec("llama", "cot", 8, 0.99, recurrent=False),
+               rec("lstm", "cot", 4, 0.90), rec("lstm", "cot", 8, 0.43),
+               rec("mamba", "cot", 4, 1.0), rec("mamba", "cot", 8, 1.0)]
+    verdict, detail = check_w_b(records)
+    assert verdict == "shown"
+    assert "shown for lstm" in detail and "Mamba (W's case): not shown" in detail
+    # a shrinking gap is not a growing one
+    shrinking = records[:2] + [rec("lstm", "cot", 4, 0.40), rec("lstm", "cot", 8, 0.60)]
+    assert check_w_b(shrinking)[0] == "inconclusive"

@@ -232,3 +232,44 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, extra):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("seqgap: error:")
+
+
+def test_preset_budget_lookup_most_specific_first():
+    from seqgap.studies.retrieval_gap import QUICK, Cell, Preset
+
+    lstm_rag = Cell("istree", 8, "lstm", "small", "rag")
+    mamba_rag = Cell("istree", 8, "mamba", "tiny", "rag")
+    table = {"*": 1, "rag": 2, "rag:lstm": 3, "rag@8": 4, "rag:lstm@8": 5}
+    assert Preset.lookup(table, lstm_rag) == 5
+    assert Preset.lookup({k: v for k, v in table.items() if k != "rag:lstm@8"}, lstm_rag) == 4
+    assert Preset.lookup({"*": 1, "rag": 2, "rag:lstm": 3}, mamba_rag) == 2
+    assert Preset.lookup({"*": 1}, mamba_rag) == 1
+    assert QUICK.batch_for(lstm_rag) == 64 and QUICK.batch_for(mamba_rag) == 16
+    cap = Cell("mqar-zoology", 16, "llama", "tiny", options=(("short_conv", 3),), eval_ns=(2, 4, 8, 16))
+    assert QUICK.schedule_for(cap) == "constant" and QUICK.schedule_for(lstm_rag) == "cosine"
+
+
+def test_medium_preset_reuses_the_quick_cells_and_adds_what_quick_cannot_show():
+    """One store serves both presets: a cell of both trains once (same run id)."""
+    from seqgap.studies.retrieval_gap import MEDIUM, QUICK, run_config
+
+    quick = {c: run_config(c, QUICK).hash() for g in QUICK.grids for c in g.cells()}
+    medium = {c: run_config(c, MEDIUM).hash() for g in MEDIUM.grids for c in g.cells()}
+    shared = [c for c in quick if c in medium and quick[c] == medium[c]]
+    assert any(c.task == "istree" and c.format == "cot" and c.n == 8 and c.model == "mamba" for c in shared)
+    assert any(c.task == "mqar-zoology" and c.model == "llama" for c in shared)
+    new = [c for c in medium if c not in quick or quick[c] != medium[c]]
+    assert {c.n for c in new if c.task == "istree" and c.format == "cot"} == {16}
+    assert {c.model for c in new if c.task == "istree" and c.format == "cot"} == {"llama", "mamba", "lstm"}
+    assert all(run_config(c, MEDIUM).train.steps > run_config(c, QUICK).train.steps
+               for c in new if c in quick)
+
+
+def test_medium_preset_is_refused_by_studies_without_one(capsys):
+    import pytest
+
+    from seqgap.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["study", "sharing", "--preset", "medium"])
+    assert "invalid choice: 'medium'" in capsys.readouterr().err

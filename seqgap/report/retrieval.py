@@ -539,10 +539,10 @@ def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
     """**W-b**: an RNN with CoT is clearly below the Transformer at about the same parameter count, the gap
     growing with n.  Rule, per RNN family: at every n the RNN's 95% interval lies wholly below the
     Transformer's (parameter ratio within 0.5..2); with two or more n the gap must not shrink as n grows.
-    Shown for a family when both hold; the check is shown when Mamba (W's case) shows it, and names the
-    families that do; not shown when Mamba's intervals overlap or it is ahead at every n; inconclusive
-    without the cells (one n cannot show a growing gap: at one n, "below" is reported and the verdict
-    is inconclusive)."""
+    Shown for a family when both hold.  The check is about "an RNN" (issue 11): shown when some family
+    shows it, and the detail names which, with Mamba's (W's case) own verdict beside it; not shown when
+    every family's intervals overlap the Transformer's or are ahead at every n; inconclusive otherwise
+    (one n cannot show a growing gap: at one n, "below" is reported and the verdict is inconclusive)."""
     cot = _istree(records, "cot")
     att = [r for r in cot if _is_transformer(r)]
     out, per_family = [], {}
@@ -567,10 +567,19 @@ def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
                            else "inconclusive")
         if all(below) and len(gaps) == 1:
             per_family[fam] = "inconclusive (below at the one n tried)"
-    verdict = per_family.get("mamba", "inconclusive").split(" (")[0]
+    verdicts = [v.split(" (")[0] for v in per_family.values()]
+    shown_by = [k for k, v in per_family.items() if v == "shown"]
+    if shown_by:
+        verdict = "shown"
+    elif verdicts and all(v == "not shown" for v in verdicts):
+        verdict = "not shown"
+    else:
+        verdict = "inconclusive"
     fams = "; ".join(f"{k}: {v}" for k, v in per_family.items())
-    return verdict, (f"rule: RNN + CoT 95% CI wholly below the Transformer's at matched size, gap growing with n "
-                     f"(judged for Mamba, W's case); per family: {fams or 'no cells'}; " + "; ".join(out))
+    which = (f"shown for {', '.join(shown_by)}" + ("" if "mamba" in shown_by else
+             f"; Mamba (W's case): {per_family.get('mamba', 'no cells')}") + "; ") if shown_by else ""
+    return verdict, (f"rule: RNN + CoT 95% CI wholly below the Transformer's at matched size, gap growing with n; "
+                     f"{which}per family: {fams or 'no cells'}; " + "; ".join(out))
 
 
 def check_w_c(records: Sequence[dict]) -> tuple[str, str]:

@@ -1,14 +1,20 @@
 """Studies: each file is one study with a CLI entry (``seqgap study NAME``).
 
 A study module exposes ``NAME``, ``HELP``, ``add_arguments(parser)`` and
-``main(args) -> int``; list it in ``STUDY_MODULES`` to make it a subcommand.
+``main(args) -> int``, and optionally ``PRESET_NAMES`` (default ``PRESET_CHOICES``); list it in
+``STUDY_MODULES`` to make it a subcommand.
 """
 from __future__ import annotations
 
 import importlib
 
-# every study has these presets ("quick": a 2-core laptop; "paper": the published protocol)
+# every study has these presets ("quick": a 2-core laptop; "paper": the published protocol); a study
+# with more (retrieval-gap's "medium") lists its own in PRESET_NAMES
 PRESET_CHOICES = ("quick", "paper")
+
+
+def preset_names(study) -> tuple[str, ...]:
+    return tuple(getattr(study, "PRESET_NAMES", PRESET_CHOICES))
 
 STUDY_MODULES = [
     "seqgap.studies.sample_complexity",
@@ -25,7 +31,7 @@ def study_parser(study):
 
     from seqgap.options import shared_parser
 
-    parser = argparse.ArgumentParser(prog=f"seqgap study {study.NAME}", parents=[shared_parser(PRESET_CHOICES)])
+    parser = argparse.ArgumentParser(prog=f"seqgap study {study.NAME}", parents=[shared_parser(preset_names(study))])
     study.add_arguments(parser)
     return parser
 
@@ -33,7 +39,6 @@ def study_parser(study):
 def add_study_parsers(sub) -> None:
     from seqgap.options import shared_parser
 
-    shared = shared_parser(PRESET_CHOICES)
     p = sub.add_parser("study", help="run a study (sample-complexity, sharing, length-generalization, retrieval-gap)")
     study_sub = p.add_subparsers(dest="study", metavar="STUDY")
     for modname in STUDY_MODULES:
@@ -43,7 +48,7 @@ def add_study_parsers(sub) -> None:
             if e.name == modname:  # not written yet
                 continue
             raise
-        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[shared])
+        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[shared_parser(preset_names(mod))])
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.main)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

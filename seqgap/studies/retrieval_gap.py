@@ -126,10 +126,12 @@ class Grid:
 class Preset:
     name: str
     grids: tuple[Grid, ...]
-    steps: dict[str, int]  # step budget per IsTree format and per capacity task
+    # Budgets are tables keyed by IsTree format or capacity task (``_key``), optionally narrowed to one
+    # model ("rag:lstm") and / or one n ("cot@16"), and "*" for the rest: see ``Preset.lookup``.
+    steps: dict[str, int]  # step budget
     lr: dict[str, float]  # per model; "*" for the others
-    batch_size: dict[str, int] = field(default_factory=lambda: {"*": 64})  # per format / task, "*" default
-    schedule: str = "cosine"
+    batch_size: dict[str, int] = field(default_factory=lambda: {"*": 64})
+    schedule: dict[str, str] = field(default_factory=lambda: {"*": "cosine"})
     warmup_frac: float = 0.02  # linear warm-up over this share of the budget ("short warm-up")
     eval_every: dict[str, int] = field(default_factory=lambda: {"*": 500})
     n_val: int = 5000
@@ -142,17 +144,29 @@ class Preset:
     description: str = ""
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per capacity task, e.g. vocab_size
 
+    @staticmethod
+    def lookup(table: dict[str, Any], cell: Cell) -> Any:
+        """The most specific entry for ``cell``: "key:model@n", "key@n", "key:model", "key", then "*"."""
+        key = _key(cell)
+        for k in (f"{key}:{cell.model}@{cell.n}", f"{key}@{cell.n}", f"{key}:{cell.model}", key, "*"):
+            if k in table:
+                return table[k]
+        raise KeyError(f"preset has no entry for {key!r} (nor '*')")
+
     def lr_for(self, model: str) -> float:
         return self.lr.get(model, self.lr["*"])
 
     def steps_for(self, cell: Cell) -> int:
-        return self.steps[_key(cell)]
+        return self.lookup(self.steps, cell)
 
     def eval_every_for(self, cell: Cell) -> int:
-        return self.eval_every.get(_key(cell), self.eval_every["*"])
+        return self.lookup(self.eval_every, cell)
 
     def batch_for(self, cell: Cell) -> int:
-        return self.batch_size.get(_key(cell), self.batch_size["*"])
+        return self.lookup(self.batch_size, cell)
+
+    def schedule_for(self, cell: Cell) -> str:
+        return self.lookup(self.schedule, cell)
 
 
 def _key(cell: Cell) -> str:
@@ -170,7 +184,7 @@ PAPER = Preset(
     steps={"vanilla": _PAPER_STEPS, "cot": _PAPER_STEPS, "rag": _PAPER_STEPS, "ar": _PAPER_STEPS,
            "mqar": _PAPER_STEPS, "mqar-zoology": _PAPER_STEPS},
     lr={"llama": 1e-3, "transformer": 1e-3, "mamba": 3e-4, "hybrid": 3e-4, "*": 1e-3},
-    batch_size={"*": 64}, schedule="cosine", warmup_frac=0.02, eval_every={"*": 500},
+    batch_size={"*": 64}, schedule={"*": "cosine"}, warmup_frac=0.02, eval_every={"*": 500},
     n_val=5000, gen_eval=5000, seed=42, data_seed=42, frozen_embeddings=True,
     description="W's protocol: sizes 0.5M/1M/2M, n = 16/32/64, AdamW (no weight decay), cosine with a 2% linear "
                 "warm-up, lr 1e-3 (Transformer, LSTM) / 3e-4 (Mamba, Hybrid), batch 64, 15,625 steps (1M fresh "
@@ -178,60 +192,97 @@ PAPER = Preset(
                 "embeddings tied to the head. MQAR capacity: n = 16..256 pairs. For a GPU cluster.",
 )
 
-# Scaled for 2 CPU cores (measured: 33 min wall on 2 cores shared with other jobs, 26 min CPU;
-# calibration and results in docs/studies.md):
-# * IsTree at n = 8 only (binary graphs); sizes matched by parameter count where it matters:
-#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).
+# Scaled for 2 CPU cores; every lever below is a budget, a learning rate, a schedule, a size or the
+# task's own pair-count mixture (none changes a task).  Calibration and results: docs/studies.md.
+# * IsTree at n = 4 and 8 (binary graphs); sizes matched by parameter count where it matters:
+#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).  CoT runs at two n
+#   so that W-b can see a gap *grow* (one n cannot); n = 4 cells are cheap (~20 tokens).
 # * lr 3e-3 for every model: with ~1.5k steps, 1e-3 left llama:tiny at 0.21 teacher-forced trace
 #   accuracy where 3e-3 reached 0.98 (2k steps).
-# * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens), so the budget is
-#   400 steps at batch 16 (each step still has ~4x the trace tokens of a CoT step at batch 64);
-#   mamba:tiny reached 1.00 teacher-forced and 1.00 generated with the live tool in 400-600 steps.
+# * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens).  mamba:tiny reaches
+#   1.00 with the live tool in 400 steps at batch 16; the LSTM stayed at baseline there (0.215) and
+#   gets 1.5k steps at batch 64 (STUDIES.md: 0.83 trace accuracy after 900 such steps; it is cheap,
+#   ~0.2 s a step).
 # * Capacity (W-d): zoology's MQAR (``mqar-zoology``: 128 ids, T = 64 tokens, answers only as
-#   labels), pair counts 2..16 mixed in every run (zoology's recipe) and scored at n = 2/4/8/16;
-#   llama:tiny with a kernel-3 short convolution (zoology's Based-config trick) against LSTM
-#   hidden 16/32/64/128 (d_model 64) at lr 1e-3 / 3e-3 / 1e-2 (the SSM lr window of Okpekpe &
-#   Orvieto) and mamba:tiny d_state 4 / 16: 1 + 12 + 2 = 15 runs of 1.5k steps.
-#   Cost estimate (CPU seconds per step at batch 64, T = 64, one thread, measured under load and
-#   so an upper bound: llama:tiny+conv 0.080, lstm h64 0.019; mamba:tiny ~0.2 from STUDIES.md's
-#   4.9 steps/s at 2 threads): 120 s + 12 x ~25 s + 2 x ~300 s = ~17 CPU-min, against ~9 CPU-min
-#   for the 12 old ``mqar`` cells it replaces (2k steps each): about +8 CPU-min, +4 min wall
-#   with 2 workers, on a preset measured at 26 CPU-min / ~15 min idle wall -> ~19 min idle wall.
-#   The old ``mqar`` stays available (``--task mqar``).
+#   labels), pair counts 2..16 mixed in every run (zoology's recipe), scored at n = 2/4/8/16, at a
+#   constant lr (after a 5% warm-up).  llama:tiny with a kernel-3 short convolution (zoology's
+#   Based-config trick) at lr 3e-3 for 3k steps: measured 2026-12-01, it sits near the context guess
+#   until ~1.8k steps and then solves every n (0.99 / 1.00 / 1.00 / 1.00); at lr 1e-3 it had only
+#   reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps, and 0.36 / 0.22 / 0.13 / 0.08 after 1.5k
+#   cosine steps.  LSTM hidden 16/32/64/128 (d_model 64) at lr 3e-3 / 1e-2 (the SSM lr window of
+#   Okpekpe & Orvieto; 1e-3 left every hidden size at 0.02 in 1.5k steps) for 3k steps (~50 s
+#   each); mamba:tiny d_state 4 / 16 at lr 3e-3 for 1.5k steps (~5 min each).  At these budgets no
+#   RNN learned even n = 2 (an LSTM h64 at lr 1e-2 for 8k steps: 0.46 at n = 2, the context guess):
+#   the RNN half of the law is for ``medium``.
 # The CLI's --model/--format/--size/--n replace any axis to widen it.
 _Q = "tiny", "small"
 _PAIRS = (2, 4, 8, 16)
+_CAPACITY_QUICK = (
+    Grid(("mqar-zoology",), ("llama",), ("tiny",), _PAIRS, options=((("short_conv", 3),),), lrs=(3e-3,),
+         mixed=True),
+    Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
+         options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(3e-3, 1e-2), mixed=True),
+    Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
+         lrs=(3e-3,), mixed=True),
+)
 QUICK = Preset(
     name="quick",
     grids=(
-        Grid(("istree",), ("llama",), ("tiny",), (8,), ("vanilla", "cot")),
+        Grid(("istree",), ("llama", "lstm"), ("tiny",), (8,), ("vanilla",), model_sizes=(("lstm", ("small",)),)),
+        Grid(("istree",), ("llama", "lstm"), ("tiny",), (4, 8), ("cot",), model_sizes=(("lstm", ("small",)),)),
         Grid(("istree",), ("mamba",), ("small",), (8,), ("cot",)),
         Grid(("istree",), ("hybrid",), ("tiny",), (8,), ("cot",)),
         Grid(("istree",), ("mamba",), ("tiny",), (8,), ("rag",)),
-        Grid(("istree",), ("lstm",), ("small",), (8,), ("vanilla", "cot", "rag")),
-        Grid(("mqar-zoology",), ("llama",), ("tiny",), _PAIRS, options=((("short_conv", 3),),), lrs=(1e-3,),
-             mixed=True),
-        Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
-             options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(1e-3, 3e-3, 1e-2), mixed=True),
-        Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
-             lrs=(3e-3,), mixed=True),
+        Grid(("istree",), ("lstm",), ("small",), (8,), ("rag",)),
+        *_CAPACITY_QUICK,
     ),
-    steps={"vanilla": 1000, "cot": 1500, "rag": 400, "ar": 2000, "mqar": 2000, "mqar-zoology": 1500},
+    steps={"vanilla": 1000, "cot": 1500, "rag": 400, "rag:lstm": 1500, "ar": 2000, "mqar": 2000,
+           "mqar-zoology": 1500, "mqar-zoology:llama": 3000, "mqar-zoology:lstm": 3000},
     task_options={"mqar-zoology": {"vocab_size": 128, "seq_len": 64}},
-    batch_size={"*": 64, "rag": 16},
+    batch_size={"*": 64, "rag": 16, "rag:lstm": 64},
     lr={"*": 3e-3},
-    schedule="cosine", warmup_frac=0.05, eval_every={"*": 250, "rag": 100},
+    schedule={"*": "cosine", "mqar-zoology": "constant"},
+    warmup_frac=0.05, eval_every={"*": 250, "rag": 100, "rag:lstm": 250},
     n_val=500, gen_eval=200, seed=42, data_seed=42, frozen_embeddings=False,
-    description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by parameter count, "
-                "lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine with a 5% warm-up, "
-                "batch 64 (RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / 400 RAG steps / 1k vanilla steps, "
-                "500 validation samples (200 IsTree graphs scored by free generation); capacity: zoology's MQAR "
-                "(128 ids, 64 tokens), pair counts 2..16 mixed in training and scored at n = 2/4/8/16 "
-                "(500 problems each), llama:tiny + short conv 3 (lr 1e-3), LSTM hidden 16/32/64/128 at lr "
-                "1e-3/3e-3/1e-2, mamba:tiny d_state 4/16 (lr 3e-3), 1.5k steps.",
+    description="2-core CPU scale: IsTree n = 8 (CoT also n = 4; binary graphs), tiny/small models matched by "
+                "parameter count, lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
+                "with a 5% warm-up, batch 64 (Mamba RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / "
+                "400 Mamba RAG steps / 1.5k LSTM RAG steps / 1k vanilla steps, 500 validation samples (200 IsTree "
+                "graphs scored by free generation); capacity: zoology's MQAR (128 ids, 64 tokens), pair counts "
+                "2..16 mixed in training and scored at n = 2/4/8/16 (500 problems each), constant lr, "
+                "llama:tiny + short conv 3 (lr 3e-3, 3k steps), LSTM hidden 16/32/64/128 at lr 3e-3/1e-2 "
+                "(3k steps), mamba:tiny d_state 4/16 (lr 3e-3, 1.5k steps).",
 )
 
-PRESETS = {"paper": PAPER, "quick": QUICK}
+# ``medium``: what the quick budget cannot show, on 2 CPU cores in about an hour (wall time measured
+# in docs/studies.md).  Its n = 4 / 8 cells are the quick preset's (same configs: one store shares
+# them), so only the new cells train:
+# * W-b for Mamba: IsTree CoT at n = 16 (tokens per sample ~2x n = 8) for llama:tiny, mamba:small and
+#   lstm:small at 5k steps (STUDIES.md: after 800 / 300 steps both attention and Mamba were far from
+#   solving n = 16; W's claim is that Mamba falls behind as n grows);
+# * W-c for the LSTM: RAG at 4k steps of batch 64;
+# * W-d for the RNNs: the quick capacity grid with 10k LSTM steps and 5k Mamba steps (lr 1e-3 and 3e-3).
+MEDIUM = dataclasses.replace(
+    QUICK, name="medium",
+    grids=(
+        *QUICK.grids[:6],  # IsTree n = 4 / 8 (the LSTM RAG cell with medium's budget)
+        Grid(("istree",), ("llama", "mamba", "lstm"), ("tiny",), (16,), ("cot",),
+             model_sizes=(("mamba", ("small",)), ("lstm", ("small",)))),
+        _CAPACITY_QUICK[0],
+        _CAPACITY_QUICK[1],
+        Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
+             lrs=(1e-3, 3e-3), mixed=True),
+    ),
+    steps={**QUICK.steps, "cot@16": 5000, "rag:lstm": 4000, "mqar-zoology:lstm": 10_000,
+           "mqar-zoology:mamba": 5000},
+    eval_every={**QUICK.eval_every, "cot@16": 500, "rag:lstm": 500, "mqar-zoology:lstm": 500,
+                "mqar-zoology:mamba": 500},
+    description=QUICK.description + " Medium adds: IsTree CoT n = 16 (llama:tiny, mamba:small, lstm:small; "
+                "5k steps), LSTM RAG 4k steps, LSTM capacity 10k steps, Mamba capacity 5k steps at lr 1e-3/3e-3.",
+)
+
+PRESETS = {"paper": PAPER, "quick": QUICK, "medium": MEDIUM}
+PRESET_NAMES = ("quick", "medium", "paper")
 
 # Relative cost per token of one training step, by model family (measured at the tiny sizes,
 # one thread; only used to start the longest cells first).
@@ -261,7 +312,7 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
     steps = steps or preset.steps_for(cell)
     frozen = preset.frozen_embeddings if frozen is None else frozen
     tc = TrainConfig(lr=lr or cell.lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
-                     schedule=preset.schedule, warmup_steps=max(1, round(preset.warmup_frac * steps)),
+                     schedule=preset.schedule_for(cell), warmup_steps=max(1, round(preset.warmup_frac * steps)),
                      batch_size=batch_size or preset.batch_for(cell), steps=steps,
                      eval_every=min(steps, preset.eval_every_for(cell)), seed=preset.seed, device=device)
     gen = preset.gen_eval if gen_eval is None else gen_eval
@@ -516,7 +567,9 @@ def cells_from(args, preset: Preset) -> list[Cell]:
         g = dataclasses.replace(g, models=tuple(models) if models else g.models,
                                 sizes=tuple(sizes) if sizes else g.sizes,
                                 formats=tuple(formats) if formats else g.formats,
-                                model_sizes=tuple((m, tuple(v)) for m, v in own_sizes.items()))
+                                # the CLI's NAME:SIZE, else the grid's own (which --size replaces)
+                                model_sizes=tuple((m, tuple(v)) for m, v in own_sizes.items()) if own_sizes
+                                else (() if sizes else g.model_sizes))
         for task in g.tasks:
             n_axis = pairs if (pairs and task != "istree") else ns
             cells += dataclasses.replace(g, tasks=(task,), ns=n_axis or g.ns).cells()
