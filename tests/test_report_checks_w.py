@@ -40,3 +40,7 @@ def test_w_b_is_about_an_rnn_and_names_which():
     # a shrinking gap is not a growing one
     shrinking = records[:2] + [rec("lstm", "cot", 4, 0.40), rec("lstm", "cot", 8, 0.60)]
     assert check_w_b(shrinking)[0] == "inconclusive"
+    # an RNN at its baseline at every n: below, but the gap is flat (0.51 -> 0.56 is within the noise)
+    flat = records[:2] + [rec("lstm", "cot", 4, 0.49), rec("lstm", "cot", 8, 0.44)]
+    verdict, detail = check_w_b(flat)
+    assert verdict == "inconclusive" and "lstm: inconclusive (gap grows by" in detail

@@ -535,40 +535,56 @@ def check_w_a(records: Sequence[dict]) -> tuple[str, str]:
         "; ".join(parts) or "no attention CoT cell")
 
 
+def _gap_growth(pts: Sequence[tuple[dict, dict]]) -> tuple[float, float]:
+    """(growth, its 95% half-width): the Transformer-minus-RNN accuracy gap at the largest n minus the
+    gap at the smallest, and 1.96 x the standard error of that difference of four independent
+    binomial proportions."""
+    (a0, t0), (a1, t1) = pts[0], pts[-1]
+    var = sum(r["acc"] * (1 - r["acc"]) / max(r.get("acc_n") or 1, 1) for r in (a0, t0, a1, t1))
+    return (t1["acc"] - a1["acc"]) - (t0["acc"] - a0["acc"]), 1.96 * math.sqrt(var)
+
+
 def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
     """**W-b**: an RNN with CoT is clearly below the Transformer at about the same parameter count, the gap
-    growing with n.  Rule, per RNN family: at every n the RNN's 95% interval lies wholly below the
-    Transformer's (parameter ratio within 0.5..2); with two or more n the gap must not shrink as n grows.
-    Shown for a family when both hold.  The check is about "an RNN" (issue 11): shown when some family
-    shows it, and the detail names which, with Mamba's (W's case) own verdict beside it; not shown when
-    every family's intervals overlap the Transformer's or are ahead at every n; inconclusive otherwise
-    (one n cannot show a growing gap: at one n, "below" is reported and the verdict is inconclusive)."""
+    growing with n.  Rule, per RNN family, over the n where both have a cell (parameter ratio within
+    0.5..2; the best such pair per n): *below* = at the largest n the RNN's 95% Wilson interval lies wholly
+    below the Transformer's; *growing* = the gap at the largest n exceeds the gap at the smallest n by more
+    than the 95% half-width of that difference (:func:`_gap_growth`), so an RNN that is at its baseline at
+    every n (a flat gap) does not count.  A family shows it when both hold, does not when it is not below
+    at the largest n (intervals overlap or it is ahead), and is inconclusive otherwise (one n cannot show a
+    growing gap).  The check is about "an RNN" (issue 11): shown when some family shows it, and the detail
+    names which, with Mamba's (W's case) own verdict beside it; not shown when every family does not;
+    inconclusive otherwise."""
     cot = _istree(records, "cot")
     att = [r for r in cot if _is_transformer(r)]
     out, per_family = [], {}
     for fam in sorted({r["model"] for r in cot if r.get("recurrent", True) and r["model"] != "hybrid"}):
-        gaps, below = [], []
+        pts = []
         for n in sorted({r["n"] for r in cot}):
             rnn = [r for r in cot if r["model"] == fam and r["n"] == n]
             tr = [r for r in att if r["n"] == n]
             pairs = [(a, t) for a in rnn for t in tr if 0.5 <= a["n_params"] / max(t["n_params"], 1) <= 2]
             if not pairs:
                 continue
-            a, t = max(pairs, key=lambda p: p[0]["acc"])
-            ca = wilson_interval(a["acc"], a.get("acc_n")) or (a["acc"], a["acc"])
-            ct = wilson_interval(t["acc"], t.get("acc_n")) or (t["acc"], t["acc"])
-            below.append(ca[1] < ct[0])
-            gaps.append((n, t["acc"] - a["acc"]))
-            out.append(f"n={n}: {_who(a)} {_ci_text(a)} vs {_who(t)} {_ci_text(t)}")
-        if not gaps:
+            pts.append(max(pairs, key=lambda p: p[0]["acc"]))
+            a, t = pts[-1]
+            out.append(f"n={n}: {_who(a)} {_ci_text(a)} vs {_who(t)} {_ci_text(t)} (gap {t['acc'] - a['acc']:+.3f})")
+        if not pts:
             continue
-        growing = len(gaps) >= 2 and all(g2 >= g1 for (_, g1), (_, g2) in zip(gaps, gaps[1:]))
-        per_family[fam] = ("shown" if all(below) and growing else "not shown" if not any(below)
-                           else "inconclusive")
-        if all(below) and len(gaps) == 1:
+        a, t = pts[-1]
+        ca = wilson_interval(a["acc"], a.get("acc_n")) or (a["acc"], a["acc"])
+        ct = wilson_interval(t["acc"], t.get("acc_n")) or (t["acc"], t["acc"])
+        if ca[1] >= ct[0]:
+            per_family[fam] = "not shown"
+        elif len(pts) == 1:
             per_family[fam] = "inconclusive (below at the one n tried)"
+        else:
+            growth, half = _gap_growth(pts)
+            grows = growth > half
+            per_family[fam] = ("shown" if grows else "inconclusive") + \
+                f" (gap grows by {growth:+.3f} +- {half:.3f} from n={pts[0][0]['n']} to n={a['n']})"
     verdicts = [v.split(" (")[0] for v in per_family.values()]
-    shown_by = [k for k, v in per_family.items() if v == "shown"]
+    shown_by = [k for k, v in per_family.items() if v.startswith("shown")]
     if shown_by:
         verdict = "shown"
     elif verdicts and all(v == "not shown" for v in verdicts):
@@ -578,8 +594,9 @@ def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
     fams = "; ".join(f"{k}: {v}" for k, v in per_family.items())
     which = (f"shown for {', '.join(shown_by)}" + ("" if "mamba" in shown_by else
              f"; Mamba (W's case): {per_family.get('mamba', 'no cells')}") + "; ") if shown_by else ""
-    return verdict, (f"rule: RNN + CoT 95% CI wholly below the Transformer's at matched size, gap growing with n; "
-                     f"{which}per family: {fams or 'no cells'}; " + "; ".join(out))
+    return verdict, (f"rule: at the largest n the RNN + CoT 95% CI lies wholly below the Transformer's at "
+                     f"matched size, and the gap grows from the smallest to the largest n by more than its 95% "
+                     f"half-width; {which}per family: {fams or 'no cells'}; " + "; ".join(out))
 
 
 def check_w_c(records: Sequence[dict]) -> tuple[str, str]:

@@ -132,7 +132,7 @@ class Preset:
     lr: dict[str, float]  # per model; "*" for the others
     batch_size: dict[str, int] = field(default_factory=lambda: {"*": 64})
     schedule: dict[str, str] = field(default_factory=lambda: {"*": "cosine"})
-    warmup_frac: float = 0.02  # linear warm-up over this share of the budget ("short warm-up")
+    warmup_frac: dict[str, float] = field(default_factory=lambda: {"*": 0.02})  # linear warm-up, share of the budget
     eval_every: dict[str, int] = field(default_factory=lambda: {"*": 500})
     n_val: int = 5000
     gen_eval: int = 5000
@@ -168,6 +168,10 @@ class Preset:
     def schedule_for(self, cell: Cell) -> str:
         return self.lookup(self.schedule, cell)
 
+    def warmup_steps_for(self, cell: Cell, steps: int) -> int:
+        frac = self.lookup(self.warmup_frac, cell)
+        return max(1, round(frac * steps)) if frac > 0 else 0
+
 
 def _key(cell: Cell) -> str:
     """Budgets are set per IsTree format and per capacity task."""
@@ -184,7 +188,7 @@ PAPER = Preset(
     steps={"vanilla": _PAPER_STEPS, "cot": _PAPER_STEPS, "rag": _PAPER_STEPS, "ar": _PAPER_STEPS,
            "mqar": _PAPER_STEPS, "mqar-zoology": _PAPER_STEPS},
     lr={"llama": 1e-3, "transformer": 1e-3, "mamba": 3e-4, "hybrid": 3e-4, "*": 1e-3},
-    batch_size={"*": 64}, schedule={"*": "cosine"}, warmup_frac=0.02, eval_every={"*": 500},
+    batch_size={"*": 64}, schedule={"*": "cosine"}, warmup_frac={"*": 0.02}, eval_every={"*": 500},
     n_val=5000, gen_eval=5000, seed=42, data_seed=42, frozen_embeddings=True,
     description="W's protocol: sizes 0.5M/1M/2M, n = 16/32/64, AdamW (no weight decay), cosine with a 2% linear "
                 "warm-up, lr 1e-3 (Transformer, LSTM) / 3e-4 (Mamba, Hybrid), batch 64, 15,625 steps (1M fresh "
@@ -194,9 +198,12 @@ PAPER = Preset(
 
 # Scaled for 2 CPU cores; every lever below is a budget, a learning rate, a schedule, a size or the
 # task's own pair-count mixture (none changes a task).  Calibration and results: docs/studies.md.
-# * IsTree at n = 4 and 8 (binary graphs); sizes matched by parameter count where it matters:
-#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).  CoT runs at two n
-#   so that W-b can see a gap *grow* (one n cannot); n = 4 cells are cheap (~20 tokens).
+# * IsTree at n = 8 (binary graphs); sizes matched by parameter count where it matters:
+#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).  A second, smaller
+#   n for W-b's growing gap does not help here: binary graphs have 16 / 130 / 1,140 / 5,810 distinct
+#   problems at n = 4 / 5 / 6 / 7 (too few to hold out 500 below 6), and at n = 6 and 7 the LSTM is
+#   already at its baseline (0.49 / 0.46 answer accuracy, llama:tiny 1.00 / 1.00; measured
+#   2026-12-01), so the gap is flat from 6 to 8.  W-b needs n = 16: ``medium``.
 # * lr 3e-3 for every model: with ~1.5k steps, 1e-3 left llama:tiny at 0.21 teacher-forced trace
 #   accuracy where 3e-3 reached 0.98 (2k steps).
 # * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens).  mamba:tiny reaches
@@ -205,11 +212,12 @@ PAPER = Preset(
 #   ~0.2 s a step).
 # * Capacity (W-d): zoology's MQAR (``mqar-zoology``: 128 ids, T = 64 tokens, answers only as
 #   labels), pair counts 2..16 mixed in every run (zoology's recipe), scored at n = 2/4/8/16, at a
-#   constant lr (after a 5% warm-up).  llama:tiny with a kernel-3 short convolution (zoology's
-#   Based-config trick) at lr 3e-3 for 3k steps: measured 2026-12-01, it sits near the context guess
-#   until ~1.8k steps and then solves every n (0.99 / 1.00 / 1.00 / 1.00); at lr 1e-3 it had only
-#   reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps, and 0.36 / 0.22 / 0.13 / 0.08 after 1.5k
-#   cosine steps.  LSTM hidden 16/32/64/128 (d_model 64) at lr 3e-3 / 1e-2 (the SSM lr window of
+#   constant lr without warm-up.  llama:tiny with a kernel-3 short convolution (zoology's
+#   Based-config trick) at lr 3e-3 for 3k steps.  Measured 2026-12-01 (docs/studies.md): attention
+#   sits on a plateau and then solves every n within ~250 steps; without warm-up the plateau ended at
+#   ~2.0k (seed 42) and ~1.75k steps (seed 1); with a 150-step warm-up it lasted past 3k steps
+#   (seed 42: 0.45 / 0.24 / 0.14 / 0.08 at 3k) and, with weight decay 0.1, to ~2.75k; at lr 1e-3 it
+#   had reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps.  LSTM hidden 16/32/64/128 (d_model 64) at lr 3e-3 / 1e-2 (the SSM lr window of
 #   Okpekpe & Orvieto; 1e-3 left every hidden size at 0.02 in 1.5k steps) for 3k steps (~50 s
 #   each); mamba:tiny d_state 4 / 16 at lr 3e-3 for 1.5k steps (~5 min each).  At these budgets no
 #   RNN learned even n = 2 (an LSTM h64 at lr 1e-2 for 8k steps: 0.46 at n = 2, the context guess):
@@ -229,7 +237,7 @@ QUICK = Preset(
     name="quick",
     grids=(
         Grid(("istree",), ("llama", "lstm"), ("tiny",), (8,), ("vanilla",), model_sizes=(("lstm", ("small",)),)),
-        Grid(("istree",), ("llama", "lstm"), ("tiny",), (4, 8), ("cot",), model_sizes=(("lstm", ("small",)),)),
+        Grid(("istree",), ("llama", "lstm"), ("tiny",), (8,), ("cot",), model_sizes=(("lstm", ("small",)),)),
         Grid(("istree",), ("mamba",), ("small",), (8,), ("cot",)),
         Grid(("istree",), ("hybrid",), ("tiny",), (8,), ("cot",)),
         Grid(("istree",), ("mamba",), ("tiny",), (8,), ("rag",)),
@@ -242,43 +250,42 @@ QUICK = Preset(
     batch_size={"*": 64, "rag": 16, "rag:lstm": 64},
     lr={"*": 3e-3},
     schedule={"*": "cosine", "mqar-zoology": "constant"},
-    warmup_frac=0.05, eval_every={"*": 250, "rag": 100, "rag:lstm": 250},
-    n_val=500, gen_eval=200, seed=42, data_seed=42, frozen_embeddings=False,
-    description="2-core CPU scale: IsTree n = 8 (CoT also n = 4; binary graphs), tiny/small models matched by "
+    warmup_frac={"*": 0.05, "mqar-zoology": 0.0}, eval_every={"*": 250, "rag": 100, "rag:lstm": 250},
+    n_val=500, gen_eval=500, seed=42, data_seed=42, frozen_embeddings=False,
+    description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by "
                 "parameter count, lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
                 "with a 5% warm-up, batch 64 (Mamba RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / "
-                "400 Mamba RAG steps / 1.5k LSTM RAG steps / 1k vanilla steps, 500 validation samples (200 IsTree "
-                "graphs scored by free generation); capacity: zoology's MQAR (128 ids, 64 tokens), pair counts "
-                "2..16 mixed in training and scored at n = 2/4/8/16 (500 problems each), constant lr, "
+                "400 Mamba RAG steps / 1.5k LSTM RAG steps / 1k vanilla steps, 500 validation samples (IsTree: all "
+                "500 graphs scored by free generation); capacity: zoology's MQAR (128 ids, 64 tokens), pair counts "
+                "2..16 mixed in training and scored at n = 2/4/8/16 (500 problems each), constant lr without "
+                "warm-up, "
                 "llama:tiny + short conv 3 (lr 3e-3, 3k steps), LSTM hidden 16/32/64/128 at lr 3e-3/1e-2 "
                 "(3k steps), mamba:tiny d_state 4/16 (lr 3e-3, 1.5k steps).",
 )
 
 # ``medium``: what the quick budget cannot show, on 2 CPU cores in about an hour (wall time measured
-# in docs/studies.md).  Its n = 4 / 8 cells are the quick preset's (same configs: one store shares
+# in docs/studies.md).  Its n = 8 cells are the quick preset's (same configs: one store shares
 # them), so only the new cells train:
 # * W-b for Mamba: IsTree CoT at n = 16 (tokens per sample ~2x n = 8) for llama:tiny, mamba:small and
 #   lstm:small at 5k steps (STUDIES.md: after 800 / 300 steps both attention and Mamba were far from
 #   solving n = 16; W's claim is that Mamba falls behind as n grows);
-# * W-c for the LSTM: RAG at 4k steps of batch 64;
-# * W-d for the RNNs: the quick capacity grid with 10k LSTM steps and 5k Mamba steps (lr 1e-3 and 3e-3).
+# * W-d for the RNNs: the quick capacity grid with 10k LSTM steps (lr 1e-2, the better of quick's two)
+#   and 4k Mamba steps.  (Estimated ~80 CPU-min, bounded by the Mamba n = 16 cell, ~35 min.)
 MEDIUM = dataclasses.replace(
     QUICK, name="medium",
     grids=(
-        *QUICK.grids[:6],  # IsTree n = 4 / 8 (the LSTM RAG cell with medium's budget)
+        *QUICK.grids[:6],  # IsTree n = 8 (the LSTM RAG cell with medium's budget)
         Grid(("istree",), ("llama", "mamba", "lstm"), ("tiny",), (16,), ("cot",),
              model_sizes=(("mamba", ("small",)), ("lstm", ("small",)))),
         _CAPACITY_QUICK[0],
-        _CAPACITY_QUICK[1],
-        Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
-             lrs=(1e-3, 3e-3), mixed=True),
+        Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
+             options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(1e-2,), mixed=True),
+        _CAPACITY_QUICK[2],
     ),
-    steps={**QUICK.steps, "cot@16": 5000, "rag:lstm": 4000, "mqar-zoology:lstm": 10_000,
-           "mqar-zoology:mamba": 5000},
-    eval_every={**QUICK.eval_every, "cot@16": 500, "rag:lstm": 500, "mqar-zoology:lstm": 500,
-                "mqar-zoology:mamba": 500},
+    steps={**QUICK.steps, "cot@16": 5000, "mqar-zoology:lstm": 10_000, "mqar-zoology:mamba": 4000},
+    eval_every={**QUICK.eval_every, "cot@16": 500, "mqar-zoology:lstm": 500, "mqar-zoology:mamba": 500},
     description=QUICK.description + " Medium adds: IsTree CoT n = 16 (llama:tiny, mamba:small, lstm:small; "
-                "5k steps), LSTM RAG 4k steps, LSTM capacity 10k steps, Mamba capacity 5k steps at lr 1e-3/3e-3.",
+                "5k steps), LSTM capacity 10k steps at lr 1e-2, Mamba capacity 4k steps.",
 )
 
 PRESETS = {"paper": PAPER, "quick": QUICK, "medium": MEDIUM}
@@ -312,7 +319,7 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
     steps = steps or preset.steps_for(cell)
     frozen = preset.frozen_embeddings if frozen is None else frozen
     tc = TrainConfig(lr=lr or cell.lr or preset.lr_for(cell.model), optimizer="adamw", weight_decay=0.0,
-                     schedule=preset.schedule_for(cell), warmup_steps=max(1, round(preset.warmup_frac * steps)),
+                     schedule=preset.schedule_for(cell), warmup_steps=preset.warmup_steps_for(cell, steps),
                      batch_size=batch_size or preset.batch_for(cell), steps=steps,
                      eval_every=min(steps, preset.eval_every_for(cell)), seed=preset.seed, device=device)
     gen = preset.gen_eval if gen_eval is None else gen_eval
@@ -421,7 +428,10 @@ def record(cell: Cell, cfg: RunConfig, res: dict[str, Any] | None) -> dict[str, 
                            "recurrent": get_spec(cell.model).recurrent,
                            "lr": cfg.train.lr, "steps_budget": cfg.train.steps, "batch_size": cfg.train.batch_size,
                            "run_id": cfg.hash(), "ok": res is not None}
-    short = shortcut_for(cfg)
+    try:
+        short = shortcut_for(cfg)
+    except SeqgapError:  # a cell whose data cannot be built failed already; its row says so
+        short = {"chance": None, "baseline": None}
     rec.update({"chance": short["chance"], "baseline": short["baseline"]})
     if cell.task != "istree":  # sequence length at this n (the report's KV-cache size at the largest n solved)
         from seqgap.tasks.catalog import make_task
@@ -642,8 +652,12 @@ def main(args) -> int:
                           batch_size=args.batch_size, model_options=options.get(c.model)) for c in cells]
     from seqgap.training.trainer import build_task
 
-    for cfg in configs:  # fail fast, before any worker starts
-        build_task(cfg).check_length(cfg.max_length)
+    from seqgap.tasks.dataset import check_sizes
+
+    for cfg in configs:  # fail fast, before any worker starts (e.g. too few distinct graphs to hold out n_val)
+        task = build_task(cfg)
+        task.check_length(cfg.max_length)
+        check_sizes(task, cfg.max_length, cfg.length_dist, cfg.n_train, cfg.n_val)
 
     store_path = args.store if args.store is not None else default_store_path()
     store = RunStore(store_path)
