@@ -224,7 +224,24 @@ def test_study_cli_end_to_end_and_store_reuse(tmp_path, monkeypatch, capsys):
     assert [c["acc"] for c in data2["cells"]] == [c["acc"] for c in cells]
 
 
+def test_mixed_capacity_run_counts_once(tmp_path):
+    """A mixed capacity run is one run with a report row per scored n: meta counts runs, not rows."""
+    out = tmp_path / "report"
+    argv = ["study", "retrieval-gap", "--preset", "quick", "--task", "mqar-zoology", "--model", "mamba",
+            "--size", "tiny", "--pairs", "2,4", "--steps", "2", "--n-val", "8", "--workers", "1",
+            "--store", str(tmp_path / "runs.sqlite"), "--out", str(out)]
+    assert cli_main(argv) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = data["cells"]
+    runs = {r["run_id"] for r in rows}
+    assert len(runs) >= 2 and len(rows) == 2 * len(runs)  # each run scored at n = 2 and 4
+    assert data["meta"]["trained"] == len(runs)
+    seconds = {r["run_id"]: r["seconds"] for r in rows}
+    assert abs(data["meta"]["train_seconds_total"] - sum(seconds.values())) < 1e-9
+
+
 @pytest.mark.parametrize("extra", [["--model", "nope"], ["--task", "istree", "--n", "3"],
+                                   ["--task", "istree", "--n", "4"],  # 16 graphs cannot hold out 500
                                    ["--task", "bogus"], ["--format", "cot,xyz"], ["--size", "huge"]])
 def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, extra):
     argv = ["study", "retrieval-gap", "--dry-run", "--store", str(tmp_path / "s.sqlite"),
@@ -247,6 +264,7 @@ def test_preset_budget_lookup_most_specific_first():
     assert QUICK.batch_for(lstm_rag) == 64 and QUICK.batch_for(mamba_rag) == 16
     cap = Cell("mqar-zoology", 16, "llama", "tiny", options=(("short_conv", 3),), eval_ns=(2, 4, 8, 16))
     assert QUICK.schedule_for(cap) == "constant" and QUICK.schedule_for(lstm_rag) == "cosine"
+    assert QUICK.warmup_steps_for(cap, 3000) == 0 and QUICK.warmup_steps_for(lstm_rag, 1500) == 75
 
 
 def test_medium_preset_reuses_the_quick_cells_and_adds_what_quick_cannot_show():

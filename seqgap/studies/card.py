@@ -441,7 +441,9 @@ def make_card(model: str, size: str | None = None, options: dict[str, Any] | Non
     from seqgap.report.card import write_card
     from seqgap.store import default_store_path
 
-    log = log or (lambda s: print(s, file=sys.stderr))
+    from seqgap.sweep.driver import log_line
+
+    log = log or log_line
     for p in plugins:
         load_plugin(p)
     get_spec(model)

@@ -9,7 +9,6 @@ reprints the report without training.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def run_demo(out: str = "seqgap_demo", store_path: str | None = None, workers: i
     out_dir = Path(out)
     store_path = store_path if store_path is not None else str(out_dir / "runs.sqlite")
     t0 = time.perf_counter()
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    from seqgap.sweep.driver import log_line as log
     log(f"seqgap demo: N* of {', '.join(DEMO_MODELS)} on parity (ACoT) at L = {list(DEMO_LENGTHS)}, "
         f"then length generalisation; runs in {store_path}")
     results = [r for r in search_cells(demo_cells(), DEMO_SETTINGS, store_path, workers, log=log) if r is not None]

@@ -20,7 +20,6 @@ overlap the rule's boundary is inconclusive; nothing is assumed.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -289,7 +288,7 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store = args.store if args.store is not None else str(out / "runs.sqlite")
     t0 = time.perf_counter()
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    from seqgap.sweep.driver import log_line as log
 
     # each part's own plan(): the same cells and preset defaults as running that study alone; all
     # three planned (options validated, every model through check-model) before anything trains

@@ -126,7 +126,8 @@ def main(args) -> int:
     from seqgap.options import engine_options
 
     opts = engine_options(args)
+    from seqgap.sweep.driver import log_line
     results = run_cells(cells, settings, args.store, opts.pop("workers"), args.n_eval,
-                        log=lambda s: print(s, file=sys.stderr), **opts)
+                        log=log_line, **opts)
     print(write_length_gen_report(results, out))
     return 0 if len(results) == len(cells) else 1

@@ -36,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -664,7 +663,7 @@ def main(args) -> int:
     in_store = [cfg.hash() in store for cfg in configs]
     store.close()
     out = Path(args.out or f"seqgap_out/retrieval_gap_{preset.name}")
-    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    from seqgap.sweep.driver import log_line as log
     log(f"retrieval-gap: preset {preset.name}, {len(cells)} cells ({sum(in_store)} already in the store "
         f"{store_path}), report -> {out}")
     if args.dry_run:
@@ -683,11 +682,12 @@ def main(args) -> int:
     outs = run_cells(cells, configs, store_path, opts.pop("workers"), log=log, **opts)
     wall = time.perf_counter() - t0
     records = [r for c, cfg, o in zip(cells, configs, outs) for r in records_for(c, cfg, o)]
+    per_run = {r["run_id"]: r for r in records}  # a mixed capacity run gives one row per scored n
     meta = {"preset": preset.name, "description": preset.description, "threshold": threshold,
-            "wall_seconds": wall, "trained": sum(1 for r in records if r["ok"] and not r["cached"]),
-            "from_store": sum(1 for r in records if r["ok"] and r["cached"]),
-            "failed": sum(1 for r in records if not r["ok"]), "store": store_path,
-            "train_seconds_total": sum(r["seconds"] for r in records if r["ok"]),
+            "wall_seconds": wall, "trained": sum(1 for r in per_run.values() if r["ok"] and not r["cached"]),
+            "from_store": sum(1 for r in per_run.values() if r["ok"] and r["cached"]),
+            "failed": sum(1 for r in per_run.values() if not r["ok"]), "store": store_path,
+            "train_seconds_total": sum(r["seconds"] for r in per_run.values() if r["ok"]),
             "capacity_alphabet": alphabet, "workers": args.workers,
             "n_train": "streamed (fresh samples every step)",
             "date": time.strftime("%Y-%m-%d %H:%M")}

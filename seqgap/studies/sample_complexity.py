@@ -469,7 +469,8 @@ def main(args) -> int:
     out = Path(args.out or f"seqgap_out/sample_complexity_{args.preset}")
     print(f"sample-complexity: {len(cells)} cells, preset {args.preset}, store "
           f"{args.store or 'default'}, report -> {out}", file=sys.stderr)
-    results = search_cells(cells, settings, args.store, log=lambda s: print(s, file=sys.stderr),
+    from seqgap.sweep.driver import log_line
+    results = search_cells(cells, settings, args.store, log=log_line,
                            **engine_options(args))
     md = write_sample_complexity_report([r for r in results if r is not None], settings, out)
     print(md)

@@ -170,7 +170,8 @@ def main(args) -> int:
     from seqgap.options import engine_options
 
     opts = engine_options(args)
-    rows = compute_kappas(bases, settings, args.store, opts.pop("workers"), log=lambda s: print(s, file=sys.stderr),
+    from seqgap.sweep.driver import log_line
+    rows = compute_kappas(bases, settings, args.store, opts.pop("workers"), log=log_line,
                           min_n=min_n, **opts)
     print(write_sharing_report(rows, settings, out))
     return 0

@@ -33,6 +33,13 @@ from seqgap.training.trainer import RunResult, drop_checkpoint
 Program = Callable[["Driver"], Any]
 
 
+def log_line(s: str) -> None:
+    """One progress line on stderr in a single write: programs log from several threads, and print()'s
+    separate write of the newline let two lines run together."""
+    sys.stderr.write(s + "\n")
+    sys.stderr.flush()
+
+
 @dataclass
 class _Request:
     configs: list[RunConfig]
@@ -76,7 +83,7 @@ class Driver:
                                else checkpoint_dir)
         self.owner = new_owner()
         self.claim_ttl_s = claim_ttl_s
-        self.log = log or (lambda s: print(s, file=sys.stderr))
+        self.log = log or log_line
         self._requests: queue.Queue[_Request | _StoreCall] = queue.Queue()
         self._pending: dict[int, _Request] = {}
         self._waiting: list[_Request] = []  # held by another process's claim
