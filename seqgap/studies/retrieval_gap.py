@@ -208,7 +208,7 @@ PAPER = Preset(
 # * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens).  mamba:tiny reaches
 #   1.00 with the live tool in 400 steps at batch 16; the LSTM stayed at baseline there (0.215) and
 #   gets 1.5k steps at batch 64 (STUDIES.md: 0.83 trace accuracy after 900 such steps; it is cheap,
-#   ~0.2 s a step).
+#   ~0.27 s a step: 407 s).
 # * Capacity (W-d): zoology's MQAR (``mqar-zoology``: 128 ids, T = 64 tokens, answers only as
 #   labels), pair counts 2..16 mixed in every run (zoology's recipe), scored at n = 2/4/8/16, at a
 #   constant lr without warm-up.  llama:tiny with a kernel-3 short convolution (zoology's
@@ -216,9 +216,10 @@ PAPER = Preset(
 #   sits on a plateau and then solves every n within ~250 steps; without warm-up the plateau ended at
 #   ~2.0k (seed 42) and ~1.75k steps (seed 1); with a 150-step warm-up it lasted past 3k steps
 #   (seed 42: 0.45 / 0.24 / 0.14 / 0.08 at 3k) and, with weight decay 0.1, to ~2.75k; at lr 1e-3 it
-#   had reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps.  LSTM hidden 16/32/64/128 (d_model 64) at lr 3e-3 / 1e-2 (the SSM lr window of
-#   Okpekpe & Orvieto; 1e-3 left every hidden size at 0.02 in 1.5k steps) for 3k steps (~50 s
-#   each); mamba:tiny d_state 4 / 16 at lr 3e-3 for 1.5k steps (~5 min each).  At these budgets no
+#   had reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps.  LSTM hidden 16/32/64/128 (d_model
+#   64) at lr 3e-3 / 1e-2 (the SSM lr window of Okpekpe & Orvieto; 1e-3 left every hidden size at
+#   0.02 in 1.5k steps) for 3k steps (~50 s each); mamba:tiny d_state 4 / 16 at lr 3e-3 for 1.5k
+#   steps (~3-4 min each).  At these budgets no
 #   RNN learned even n = 2 (an LSTM h64 at lr 1e-2 for 8k steps: 0.46 at n = 2, the context guess):
 #   the RNN half of the law is for ``medium``.
 # The CLI's --model/--format/--size/--n replace any axis to widen it.
@@ -273,7 +274,7 @@ QUICK = Preset(
 MEDIUM = dataclasses.replace(
     QUICK, name="medium",
     grids=(
-        *QUICK.grids[:6],  # IsTree n = 8 (the LSTM RAG cell with medium's budget)
+        *QUICK.grids[:6],  # IsTree n = 8, as in quick
         Grid(("istree",), ("llama", "mamba", "lstm"), ("tiny",), (16,), ("cot",),
              model_sizes=(("mamba", ("small",)), ("lstm", ("small",)))),
         _CAPACITY_QUICK[0],
