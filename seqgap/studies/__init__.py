@@ -16,6 +16,7 @@ PRESET_CHOICES = ("quick", "paper")
 def preset_names(study) -> tuple[str, ...]:
     return tuple(getattr(study, "PRESET_NAMES", PRESET_CHOICES))
 
+
 STUDY_MODULES = [
     "seqgap.studies.sample_complexity",
     "seqgap.studies.sharing",
@@ -48,7 +49,8 @@ def add_study_parsers(sub) -> None:
             if e.name == modname:  # not written yet
                 continue
             raise
-        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[shared_parser(preset_names(mod))])
+        sp = study_sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP,
+                                  parents=[shared_parser(preset_names(mod))])
         mod.add_arguments(sp)
         sp.set_defaults(func=mod.main)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
