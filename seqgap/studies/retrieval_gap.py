@@ -263,14 +263,15 @@ QUICK = Preset(
                 "(3k steps), mamba:tiny d_state 4/16 (lr 3e-3, 1.5k steps).",
 )
 
-# ``medium``: what the quick budget cannot show, on 2 CPU cores in about an hour (wall time measured
-# in docs/studies.md).  Its n = 8 cells are the quick preset's (same configs: one store shares
-# them), so only the new cells train:
+# ``medium``: aimed at what the quick budget cannot show, on 2 CPU cores in under an hour.  Its
+# n = 8 cells are the quick preset's (same configs: one store shares them), so only the new cells
+# train:
 # * W-b for Mamba: IsTree CoT at n = 16 (tokens per sample ~2x n = 8) for llama:tiny, mamba:small and
 #   lstm:small at 5k steps (STUDIES.md: after 800 / 300 steps both attention and Mamba were far from
 #   solving n = 16; W's claim is that Mamba falls behind as n grows);
 # * W-d for the RNNs: the quick capacity grid with 10k LSTM steps (lr 1e-2, the better of quick's two)
-#   and 4k Mamba steps.  (Estimated ~80 CPU-min, bounded by the Mamba n = 16 cell, ~35 min.)
+#   and 4k Mamba steps.  Measured 2026-12-01: 46 min wall on quick's store, bounded by the Mamba
+#   n = 16 cell (2,261 s); what it shows and does not: docs/studies.md.
 MEDIUM = dataclasses.replace(
     QUICK, name="medium",
     grids=(
