@@ -369,8 +369,7 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
         configs.append(cfg)
     from seqgap.training.trainer import build_task
 
-    for cfg in configs:
-        build_task(cfg).check_length(cfg.max_length)
+    rg.check_configs(configs)
     log(f"card [3/3] W retrieval: {len(wcells)} cells")
     outs = rg.run_cells(wcells, configs, store_path, workers, log=log, **engine)
     recs = []
