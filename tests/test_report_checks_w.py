@@ -2,8 +2,9 @@
 from seqgap.report.retrieval import check_w_a, check_w_b, check_w_c
 
 
-def rec(model, fmt, n, acc, params=130_000, recurrent=True, size="tiny"):
+def rec(model, fmt, n, acc, params=130_000, recurrent=True, size="tiny", options=None):
     return {"ok": True, "task": "istree", "model": model, "size": size, "format": fmt, "n": n, "acc": acc,
+            "model_options": options or {},
             "acc_n": 200, "n_params": params, "recurrent": recurrent, "chance": 0.5,
             "baseline": {"name": "node degrees", "accuracy": 0.59, "exact": True}}
 
@@ -36,11 +37,27 @@ def test_w_b_is_about_an_rnn_and_names_which():
                rec("mamba", "cot", 4, 1.0), rec("mamba", "cot", 8, 1.0)]
     verdict, detail = check_w_b(records)
     assert verdict == "shown"
-    assert "shown for lstm" in detail and "Mamba (W's case): not shown" in detail
+    assert "shown for lstm:tiny;" in detail and "Mamba (W's case): not shown" in detail
     # a shrinking gap is not a growing one
     shrinking = records[:2] + [rec("lstm", "cot", 4, 0.40), rec("lstm", "cot", 8, 0.60)]
     assert check_w_b(shrinking)[0] == "inconclusive"
     # an RNN at its baseline at every n: below, but the gap is flat (0.51 -> 0.56 is within the noise)
     flat = records[:2] + [rec("lstm", "cot", 4, 0.49), rec("lstm", "cot", 8, 0.44)]
     verdict, detail = check_w_b(flat)
-    assert verdict == "inconclusive" and "lstm: inconclusive (gap grows by" in detail
+    assert verdict == "inconclusive" and "lstm:tiny: inconclusive (gap grows by" in detail
+
+
+def test_w_b_judges_each_state_size_of_a_family_apart():
+    """A small-state Mamba that falls behind as n grows shows W-b even though the default Mamba keeps up:
+    the variants are judged apart, not merged into the family's best cell per n."""
+    records = [rec("llama", "cot", 6, 1.0, recurrent=False), rec("llama", "cot", 8, 0.98, recurrent=False),
+               rec("mamba", "cot", 8, 0.998, size="small"),
+               rec("mamba", "cot", 6, 0.99, size="small", options={"d_state": 1}),
+               rec("mamba", "cot", 8, 0.82, size="small", options={"d_state": 1})]
+    verdict, detail = check_w_b(records)
+    assert verdict == "shown"
+    assert "shown for mamba:small d_state=1;" in detail and "Mamba (W's case): shown" in detail
+    assert "mamba:small: not shown" in detail  # the default state size keeps up at n = 8
+    # merged into one family (the old rule) the small state would be hidden: with only the default
+    # state size there is nothing below the Transformer
+    assert check_w_b(records[:3])[0] == "not shown"

@@ -291,3 +291,25 @@ def test_medium_preset_is_refused_by_studies_without_one(capsys):
     with pytest.raises(SystemExit):
         main(["study", "sharing", "--preset", "medium"])
     assert "invalid choice: 'medium'" in capsys.readouterr().err
+
+
+def test_quick_preset_has_what_each_w_check_needs():
+    """W-b needs a fixed RNN variant at two n beside the Transformer; W-d needs several state sizes per
+    RNN family on the capacity task (built here: the models' own state_size(), no training)."""
+    from seqgap.models.registry import build_model, get_spec
+    from seqgap.studies.retrieval_gap import QUICK
+
+    cells = [c for g in QUICK.grids for c in g.cells()]
+    cot = [c for c in cells if c.task == "istree" and c.format == "cot"]
+    attn_ns = {c.n for c in cot if c.model == "llama"}
+    rnn_variants = {(c.model, c.size, c.options): set() for c in cot if get_spec(c.model).recurrent}
+    for c in cot:
+        if (c.model, c.size, c.options) in rnn_variants:
+            rnn_variants[(c.model, c.size, c.options)].add(c.n)
+    assert any(len(ns & attn_ns) >= 2 for ns in rnn_variants.values())
+    states: dict[str, set[int]] = {}
+    for c in cells:
+        if c.task == "mqar-zoology" and get_spec(c.model).recurrent:
+            m = build_model(c.model, 140, 64, size=c.size, **dict(c.options))
+            states.setdefault(c.model, set()).add(m.state_size().floats)
+    assert states and all(len(s) >= 3 for s in states.values()), states

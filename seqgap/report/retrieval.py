@@ -544,59 +544,72 @@ def _gap_growth(pts: Sequence[tuple[dict, dict]]) -> tuple[float, float]:
     return (t1["acc"] - a1["acc"]) - (t0["acc"] - a0["acc"]), 1.96 * math.sqrt(var)
 
 
+def _variant(r: dict) -> str:
+    """One fixed model: its family, named size and model options (e.g. ``mamba:small d_state=1``)."""
+    o = _opts(r)
+    return f"{r['model']}:{r['size']}" + ("" if o == "default" else f" {o}")
+
+
 def check_w_b(records: Sequence[dict]) -> tuple[str, str]:
     """**W-b**: an RNN with CoT is clearly below the Transformer at about the same parameter count, the gap
-    growing with n.  Rule, per RNN family, over the n where both have a cell (parameter ratio within
-    0.5..2; the best such pair per n): *below* = at the largest n the RNN's 95% Wilson interval lies wholly
-    below the Transformer's; *growing* = the gap at the largest n exceeds the gap at the smallest n by more
-    than the 95% half-width of that difference (:func:`_gap_growth`), so an RNN that is at its baseline at
-    every n (a flat gap) does not count.  A family shows it when both hold, does not when it is not below
-    at the largest n (intervals overlap or it is ahead), and is inconclusive otherwise (one n cannot show a
-    growing gap).  The check is about "an RNN" (issue 11): shown when some family shows it, and the detail
-    names which, with Mamba's (W's case) own verdict beside it; not shown when every family does not;
-    inconclusive otherwise."""
+    growing with n.  Judged per RNN *variant* (family, named size and model options: a fixed model across
+    n, so a small-state Mamba is judged apart from the default one, as issue 11 suggests), over the n where
+    it and a Transformer both have a cell (parameter ratio within 0.5..2; the best such pair per n):
+    *below* = at the largest n the RNN's 95% Wilson interval lies wholly below the Transformer's;
+    *growing* = the gap at the largest n exceeds the gap at the smallest n by more than the 95% half-width
+    of that difference (:func:`_gap_growth`), so an RNN that is at its baseline at every n (a flat gap)
+    does not count.  A variant shows it when both hold, does not when it is not below at the largest n
+    (intervals overlap or it is ahead), and is inconclusive otherwise (one n cannot show a growing gap).
+    The check is about "an RNN" (issue 11): shown when some variant shows it, and the detail names which,
+    with Mamba's (W's case) own verdict beside it (its best variant's); not shown when every variant does
+    not; inconclusive otherwise."""
     cot = _istree(records, "cot")
     att = [r for r in cot if _is_transformer(r)]
-    out, per_family = [], {}
-    for fam in sorted({r["model"] for r in cot if r.get("recurrent", True) and r["model"] != "hybrid"}):
+    out, per_variant, family = [], {}, {}
+    rnns = [r for r in cot if r.get("recurrent", True) and r["model"] != "hybrid"]
+    for var in sorted({_variant(r) for r in rnns}):
         pts = []
         for n in sorted({r["n"] for r in cot}):
-            rnn = [r for r in cot if r["model"] == fam and r["n"] == n]
+            rnn = [r for r in rnns if _variant(r) == var and r["n"] == n]
             tr = [r for r in att if r["n"] == n]
             pairs = [(a, t) for a in rnn for t in tr if 0.5 <= a["n_params"] / max(t["n_params"], 1) <= 2]
             if not pairs:
                 continue
             pts.append(max(pairs, key=lambda p: p[0]["acc"]))
             a, t = pts[-1]
-            out.append(f"n={n}: {_who(a)} {_ci_text(a)} vs {_who(t)} {_ci_text(t)} (gap {t['acc'] - a['acc']:+.3f})")
+            out.append(f"n={n}: {var} ({a['n_params'] / 1e3:.0f}k) {_ci_text(a)} vs {_who(t)} {_ci_text(t)} "
+                       f"(gap {t['acc'] - a['acc']:+.3f})")
         if not pts:
             continue
+        family[var] = pts[0][0]["model"]
         a, t = pts[-1]
         ca = wilson_interval(a["acc"], a.get("acc_n")) or (a["acc"], a["acc"])
         ct = wilson_interval(t["acc"], t.get("acc_n")) or (t["acc"], t["acc"])
         if ca[1] >= ct[0]:
-            per_family[fam] = "not shown"
+            per_variant[var] = "not shown"
         elif len(pts) == 1:
-            per_family[fam] = "inconclusive (below at the one n tried)"
+            per_variant[var] = "inconclusive (below at the one n tried)"
         else:
             growth, half = _gap_growth(pts)
             grows = growth > half
-            per_family[fam] = ("shown" if grows else "inconclusive") + \
+            per_variant[var] = ("shown" if grows else "inconclusive") + \
                 f" (gap grows by {growth:+.3f} +- {half:.3f} from n={pts[0][0]['n']} to n={a['n']})"
-    verdicts = [v.split(" (")[0] for v in per_family.values()]
-    shown_by = [k for k, v in per_family.items() if v.startswith("shown")]
+    verdicts = [v.split(" (")[0] for v in per_variant.values()]
+    shown_by = [k for k, v in per_variant.items() if v.startswith("shown")]
     if shown_by:
         verdict = "shown"
     elif verdicts and all(v == "not shown" for v in verdicts):
         verdict = "not shown"
     else:
         verdict = "inconclusive"
-    fams = "; ".join(f"{k}: {v}" for k, v in per_family.items())
-    which = (f"shown for {', '.join(shown_by)}" + ("" if "mamba" in shown_by else
-             f"; Mamba (W's case): {per_family.get('mamba', 'no cells')}") + "; ") if shown_by else ""
+    mamba = [v for k, v in per_variant.items() if family[k] == "mamba"]
+    mamba_word = next((w for w in ("shown", "inconclusive", "not shown")
+                       if any(v.startswith(w) for v in mamba)), "no cells")
+    fams = "; ".join(f"{k}: {v}" for k, v in per_variant.items())
+    which = f"shown for {', '.join(shown_by)}; Mamba (W's case): {mamba_word}; " if shown_by else ""
     return verdict, (f"rule: at the largest n the RNN + CoT 95% CI lies wholly below the Transformer's at "
                      f"matched size, and the gap grows from the smallest to the largest n by more than its 95% "
-                     f"half-width; {which}per family: {fams or 'no cells'}; " + "; ".join(out))
+                     f"half-width (per RNN variant); {which}per variant: {fams or 'no cells'}; " + "; ".join(out))
 
 
 def check_w_c(records: Sequence[dict]) -> tuple[str, str]:

@@ -198,11 +198,14 @@ PAPER = Preset(
 # Scaled for 2 CPU cores; every lever below is a budget, a learning rate, a schedule, a size or the
 # task's own pair-count mixture (none changes a task).  Calibration and results: docs/studies.md.
 # * IsTree at n = 8 (binary graphs); sizes matched by parameter count where it matters:
-#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).  A second, smaller
-#   n for W-b's growing gap does not help here: binary graphs have 16 / 130 / 1,140 / 5,810 distinct
-#   problems at n = 4 / 5 / 6 / 7 (too few to hold out 500 below 6), and at n = 6 and 7 the LSTM is
-#   already at its baseline (0.49 / 0.46 answer accuracy, llama:tiny 1.00 / 1.00; measured
-#   2026-12-01), so the gap is flat from 6 to 8.  W-b needs n = 16: ``medium``.
+#   llama:tiny (131k), mamba:small (131k), hybrid:tiny (131k), lstm:small (132k).
+# * W-b (an RNN falling behind as n grows) with a small-state Mamba, as issue 11 suggests: mamba:small
+#   with d_state 1 (110k parameters, 2,048 state floats against the default's 8,192) at n = 6 and 8,
+#   llama:tiny at n = 6 beside it.  Measured 2026-12-01 (quick budget): answer accuracy 0.99 at n = 6,
+#   0.82 at n = 8 (llama:tiny 1.00 / 0.98), while d_state 16 keeps up at n = 8 (0.998).  The LSTM is no
+#   help here: binary graphs have 16 / 130 / 1,140 / 5,810 distinct problems at n = 4 / 5 / 6 / 7 (too
+#   few to hold out 500 below 6), and at n = 6 and 7 it is already at its baseline (0.49 / 0.46), so its
+#   gap is flat from 6 to 8.  The default Mamba at n = 16: ``medium``.
 # * lr 3e-3 for every model: with ~1.5k steps, 1e-3 left llama:tiny at 0.21 teacher-forced trace
 #   accuracy where 3e-3 reached 0.98 (2k steps).
 # * RAG: sequences are ~9x longer than CoT sequences (n = 8: 352 vs 39 tokens).  mamba:tiny reaches
@@ -216,36 +219,46 @@ PAPER = Preset(
 #   sits on a plateau and then solves every n within ~250 steps; without warm-up the plateau ended at
 #   ~2.0k (seed 42) and ~1.75k steps (seed 1); with a 150-step warm-up it lasted past 3k steps
 #   (seed 42: 0.45 / 0.24 / 0.14 / 0.08 at 3k) and, with weight decay 0.1, to ~2.75k; at lr 1e-3 it
-#   had reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps.  LSTM hidden 16/32/64/128 (d_model
-#   64) at lr 3e-3 / 1e-2 (the SSM lr window of Okpekpe & Orvieto; 1e-3 left every hidden size at
-#   0.02 in 1.5k steps) for 3k steps (~50 s each); mamba:tiny d_state 4 / 16 at lr 3e-3 for 1.5k
-#   steps (~3-4 min each).  At these budgets no
-#   RNN learned even n = 2 (an LSTM h64 at lr 1e-2 for 8k steps: 0.46 at n = 2, the context guess):
-#   the RNN half of the law is for ``medium``.
+#   had reached 0.70 / 0.50 / 0.36 / 0.25 after 2.5k steps.
+# * The RNN half of W-d: a Mamba state-size ladder, d_state 4 at width x depth 64 x 1, 128 x 1 and
+#   128 x 2 (896 / 1,792 / 3,584 state floats), 2.5k steps at lr 3e-3.  Width is the lever because
+#   below it the models never leave the plateau in a CPU budget (Okpekpe & Orvieto 2025: SSMs favour
+#   width over depth on recall).  Measured 2026-12-01 (docs/studies.md): d64 x 2 needed 4k steps to
+#   solve n = 2 (0.93; 0.46 at 1.5k), d_state 16 there learned less (0.73 at n = 2), d32 and d96
+#   x 2 and d128 x 2 with d_state 1 stayed on the plateau (2.5-4k steps), lr 1e-2 diverged from it
+#   (0.03); d128 x 1 solved n <= 8 in 2.5k steps (0.98 / 0.98 / 0.97 / 0.89), d128 x 2 every n.
+# * No LSTM in the capacity grid: LSTM hidden 16..128 never rose above the context guess at lr 3e-3
+#   or 1e-2 in 3k (quick) or 10k (``medium``) steps, nor h128 trained on n = 2 alone for 3k steps
+#   (0.505 at T = 64, 0.521 at T = 16, 0.517 without noise): it says nothing about a state-size law
+#   at this scale.  ``medium`` keeps its 10k-step sweep, and W-d judges every RNN family present.
 # The CLI's --model/--format/--size/--n replace any axis to widen it.
 _Q = "tiny", "small"
 _PAIRS = (2, 4, 8, 16)
 _CAPACITY_QUICK = (
     Grid(("mqar-zoology",), ("llama",), ("tiny",), _PAIRS, options=((("short_conv", 3),),), lrs=(3e-3,),
          mixed=True),
-    Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
-         options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(3e-3, 1e-2), mixed=True),
-    Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS, options=((("d_state", 4),), (("d_state", 16),)),
-         lrs=(3e-3,), mixed=True),
+    Grid(("mqar-zoology",), ("mamba",), ("tiny",), _PAIRS,
+         options=((("n_layers", 1), ("d_state", 4)), (("d_model", 128), ("n_layers", 1), ("d_state", 4)),
+                  (("d_model", 128), ("d_state", 4))), lrs=(3e-3,), mixed=True),
 )
+# medium's LSTM capacity sweep (see above)
+_CAPACITY_LSTM = Grid(("mqar-zoology",), ("lstm",), ("tiny",), _PAIRS,
+                      options=tuple((("hidden", h),) for h in (16, 32, 64, 128)), lrs=(1e-2,), mixed=True)
 QUICK = Preset(
     name="quick",
     grids=(
         Grid(("istree",), ("llama", "lstm"), ("tiny",), (8,), ("vanilla",), model_sizes=(("lstm", ("small",)),)),
         Grid(("istree",), ("llama", "lstm"), ("tiny",), (8,), ("cot",), model_sizes=(("lstm", ("small",)),)),
+        Grid(("istree",), ("llama",), ("tiny",), (6,), ("cot",)),
         Grid(("istree",), ("mamba",), ("small",), (8,), ("cot",)),
+        Grid(("istree",), ("mamba",), ("small",), (6, 8), ("cot",), options=((("d_state", 1),),)),
         Grid(("istree",), ("hybrid",), ("tiny",), (8,), ("cot",)),
         Grid(("istree",), ("mamba",), ("tiny",), (8,), ("rag",)),
         Grid(("istree",), ("lstm",), ("small",), (8,), ("rag",)),
         *_CAPACITY_QUICK,
     ),
     steps={"vanilla": 1000, "cot": 1500, "rag": 400, "rag:lstm": 1500, "ar": 2000, "mqar": 2000,
-           "mqar-zoology": 1500, "mqar-zoology:llama": 3000, "mqar-zoology:lstm": 3000},
+           "mqar-zoology": 2500, "mqar-zoology:llama": 3000},
     task_options={"mqar-zoology": {"vocab_size": 128, "seq_len": 64}},
     batch_size={"*": 64, "rag": 16, "rag:lstm": 64},
     lr={"*": 3e-3},
@@ -253,39 +266,35 @@ QUICK = Preset(
     warmup_frac={"*": 0.05, "mqar-zoology": 0.0}, eval_every={"*": 250, "rag": 100, "rag:lstm": 250},
     n_val=500, gen_eval=500, seed=42, data_seed=42, frozen_embeddings=False,
     description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by "
-                "parameter count, lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
+                "parameter count, plus mamba:small d_state 1 at n = 6 / 8 and llama:tiny at n = 6 (W-b), lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
                 "with a 5% warm-up, batch 64 (Mamba RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / "
                 "400 Mamba RAG steps / 1.5k LSTM RAG steps / 1k vanilla steps, 500 validation samples (IsTree: all "
                 "500 graphs scored by free generation); capacity: zoology's MQAR (128 ids, 64 tokens), pair counts "
                 "2..16 mixed in training and scored at n = 2/4/8/16 (500 problems each), constant lr without "
                 "warm-up, "
-                "llama:tiny + short conv 3 (lr 3e-3, 3k steps), LSTM hidden 16/32/64/128 at lr 3e-3/1e-2 "
-                "(3k steps), mamba:tiny d_state 4/16 (lr 3e-3, 1.5k steps).",
+                "llama:tiny + short conv 3 (lr 3e-3, 3k steps), Mamba d_state 4 at width x depth 64x1, 128x1, "
+                "128x2 (lr 3e-3, 2.5k steps).",
 )
 
-# ``medium``: aimed at what the quick budget cannot show, on 2 CPU cores in under an hour.  Its
-# n = 8 cells are the quick preset's (same configs: one store shares them), so only the new cells
-# train:
-# * W-b for Mamba: IsTree CoT at n = 16 (tokens per sample ~2x n = 8) for llama:tiny, mamba:small and
+# ``medium``: the larger scale where the 2-core budget runs out, measured rather than a showcase
+# (quick shows the findings).  All of quick's cells (same configs: one store shares them), plus:
+# * IsTree CoT at n = 16 (tokens per sample ~2x n = 8) for llama:tiny, the default mamba:small and
 #   lstm:small at 5k steps (STUDIES.md: after 800 / 300 steps both attention and Mamba were far from
-#   solving n = 16; W's claim is that Mamba falls behind as n grows);
-# * W-d for the RNNs: the quick capacity grid with 10k LSTM steps (lr 1e-2, the better of quick's two)
-#   and 4k Mamba steps.  Measured 2026-12-01: 46 min wall on quick's store, bounded by the Mamba
-#   n = 16 cell (2,261 s); what it shows and does not: docs/studies.md.
+#   solving n = 16);
+# * the LSTM's MQAR sweep, hidden 16..128 at lr 1e-2 for 10k steps.
+# Measured 2026-12-01: docs/studies.md (the n = 16 Mamba cell alone trains ~38 min).
 MEDIUM = dataclasses.replace(
     QUICK, name="medium",
     grids=(
-        *QUICK.grids[:6],  # IsTree n = 8, as in quick
+        *QUICK.grids,
         Grid(("istree",), ("llama", "mamba", "lstm"), ("tiny",), (16,), ("cot",),
              model_sizes=(("mamba", ("small",)), ("lstm", ("small",)))),
-        _CAPACITY_QUICK[0],
-        dataclasses.replace(_CAPACITY_QUICK[1], lrs=(1e-2,)),
-        _CAPACITY_QUICK[2],
+        _CAPACITY_LSTM,
     ),
-    steps={**QUICK.steps, "cot@16": 5000, "mqar-zoology:lstm": 10_000, "mqar-zoology:mamba": 4000},
-    eval_every={**QUICK.eval_every, "cot@16": 500, "mqar-zoology:lstm": 500, "mqar-zoology:mamba": 500},
+    steps={**QUICK.steps, "cot@16": 5000, "mqar-zoology:lstm": 10_000},
+    eval_every={**QUICK.eval_every, "cot@16": 500, "mqar-zoology:lstm": 500},
     description=QUICK.description + " Medium adds: IsTree CoT n = 16 (llama:tiny, mamba:small, lstm:small; "
-                "5k steps), LSTM capacity 10k steps at lr 1e-2, Mamba capacity 4k steps.",
+                "5k steps), LSTM capacity hidden 16/32/64/128 at lr 1e-2 for 10k steps.",
 )
 
 PRESETS = {"quick": QUICK, "medium": MEDIUM, "paper": PAPER}
