@@ -313,3 +313,24 @@ def test_quick_preset_has_what_each_w_check_needs():
             m = build_model(c.model, 140, 64, size=c.size, **dict(c.options))
             states.setdefault(c.model, set()).add(m.state_size().floats)
     assert states and all(len(s) >= 3 for s in states.values()), states
+
+
+def test_seed_makes_a_replicate_with_its_own_runs(tmp_path, capsys):
+    """--seed changes every cell's training seed (new run ids), not its validation problems."""
+    import re
+
+    def run_ids(*extra):
+        argv = ["study", "retrieval-gap", "--dry-run", "--task", "istree", "--format", "cot", "--model", "llama",
+                "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o"), *extra]
+        assert cli_main(argv) == 0
+        return re.findall(r"run ([0-9a-f]{20})", capsys.readouterr().out)
+
+    default, again, other = run_ids(), run_ids("--seed", "42"), run_ids("--seed", "1")
+    assert default and default == again  # the preset's seed is 42
+    assert len(other) == len(default) and not set(other) & set(default)
+    from seqgap.studies.retrieval_gap import QUICK, Cell, run_config
+    import dataclasses
+
+    cell = Cell("istree", 8, "llama", "tiny", "cot")
+    a, b = run_config(cell, QUICK), run_config(cell, dataclasses.replace(QUICK, seed=1))
+    assert (a.data_seed, a.train.seed) == (42, 42) and (b.data_seed, b.train.seed) == (42, 1)

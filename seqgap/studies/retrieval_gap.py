@@ -266,7 +266,8 @@ QUICK = Preset(
     warmup_frac={"*": 0.05, "mqar-zoology": 0.0}, eval_every={"*": 250, "rag": 100, "rag:lstm": 250},
     n_val=500, gen_eval=500, seed=42, data_seed=42, frozen_embeddings=False,
     description="2-core CPU scale: IsTree n = 8 (binary graphs), tiny/small models matched by "
-                "parameter count, plus mamba:small d_state 1 at n = 6 / 8 and llama:tiny at n = 6 (W-b), lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
+                "parameter count, plus mamba:small d_state 1 at n = 6 / 8 and llama:tiny at n = 6 (W-b), "
+                "lr 3e-3 for every model (short budgets), AdamW without weight decay, cosine "
                 "with a 5% warm-up, batch 64 (Mamba RAG: 16, its sequences are ~9x longer), 1.5k CoT steps / "
                 "400 Mamba RAG steps / 1.5k LSTM RAG steps / 1k vanilla steps, 500 validation samples (IsTree: all "
                 "500 graphs scored by free generation); capacity: zoology's MQAR (128 ids, 64 tokens), pair counts "
@@ -300,10 +301,12 @@ MEDIUM = dataclasses.replace(
 PRESETS = {"quick": QUICK, "medium": MEDIUM, "paper": PAPER}
 PRESET_NAMES = tuple(PRESETS)
 
-# Relative cost per token of one training step, by model family (measured at the tiny sizes,
-# one thread; only used to start the longest cells first).
-_COST_PER_TOKEN = {"lstm": 0.15, "llama": 1.0, "transformer": 0.8, "mamba": 2.7, "hybrid": 3.0}
-_SIZE_COST = {"tiny": 1.0, "small": 2.0, "0.5M": 4.0, "1M": 8.0, "2M": 16.0}
+# Cost of one training token, in microseconds on one thread: about linear in the parameters, plus for
+# Mamba a term in its state (the scan's elementwise passes).  Fitted to the 2026-12-01 quick and medium
+# runs (llama 15-20, LSTM 3-12, Mamba 15-89 us a token); only used to start the longest cells first
+# (longest-processing-time order: a 400-s cell started last would add its whole length to the wall).
+_US_PER_TOKEN_PER_KPARAM = {"lstm": 0.07, "llama": 0.13, "transformer": 0.13, "mamba": 0.2, "hybrid": 0.37}
+_MAMBA_US_PER_TOKEN_PER_KSTATE = 5.2
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -361,11 +364,16 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
 
 
 def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
-    from seqgap.tasks.catalog import make_task
+    """Rough training seconds of a cell on one CPU thread (for ordering only): tokens x cost per token
+    of the built model (no training)."""
+    from seqgap.training.trainer import build_model_for, build_task
 
-    tokens = make_task(cfg.task, **cfg.task_params).max_tokens(cell.n)
-    return (cfg.train.steps * cfg.train.batch_size * tokens * _COST_PER_TOKEN.get(cell.model, 1.0)
-            * _SIZE_COST.get(cell.size, 4.0))
+    task = build_task(cfg)
+    model = build_model_for(task, cfg)
+    us = _US_PER_TOKEN_PER_KPARAM.get(cell.model, 0.15) * sum(p.numel() for p in model.parameters()) / 1e3
+    if cell.model == "mamba":
+        us += _MAMBA_US_PER_TOKEN_PER_KSTATE * model.state_size().floats / 1e3
+    return cfg.train.steps * cfg.train.batch_size * task.max_tokens(cell.n) * us * 1e-6
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -535,6 +543,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--n-val", type=int, help="validation samples per cell")
     t.add_argument("--gen-eval", type=int, help="IsTree validation graphs scored by free generation")
     t.add_argument("--threshold", type=float, help="'solves n' = per-query accuracy >= this")
+    t.add_argument("--seed", type=int, help="training seed of every cell (a replicate: its own runs in the store; "
+                                            "the validation problems stay those of the preset's data seed)")
     t.add_argument("--frozen-embeddings", action=argparse.BooleanOptionalAction, default=None,
                    help="W's frozen sinusoidal embeddings tied to the head (paper preset: on; quick: off)")
     o = p.add_argument_group("execution")
@@ -649,6 +659,8 @@ def main(args) -> int:
     for target in getattr(args, "plugin", None) or []:  # plugin models and tasks, before any name is checked
         load_plugin(target)
     preset = PRESETS[args.preset]
+    if getattr(args, "seed", None) is not None:
+        preset = dataclasses.replace(preset, seed=args.seed)
     if args.steps is not None and args.steps <= 0:
         raise SeqgapError(f"retrieval-gap: --steps must be positive, got {args.steps}")
     if args.batch_size is not None and args.batch_size <= 0:
