@@ -58,6 +58,15 @@ def test_card_contents(cards):
     ret = next(c for c in card["capabilities"] if c["id"] == "retrieval")
     assert {e["model"] for r in ret["rows"] for e in r["entries"]} == {"gru", "llama", "lstm", "mamba"}
     assert all(e.get("baseline") for r in ret["rows"] for e in r["entries"] if e["ok"])  # shortcut per record
+    # zoology's MQAR: one mixed run per model, a row per scored pair count; the attention baseline there
+    # is the preset's working variant (short convolution), on IsTree the plain one
+    mq = [r for r in ret["rows"] if r["task"] == "mqar-zoology"]
+    assert [r["n"] for r in mq] == [2, 4] and all("trained on 2..4 mixed" in r["setting"] for r in mq)
+    for model in ("gru", "llama", "lstm", "mamba"):
+        assert len({e["run_id"] for r in mq for e in r["entries"] if e["model"] == model}) == 1
+    llama = {r["task"]: next(e for e in r["entries"] if e["model"] == "llama") for r in ret["rows"]}
+    assert llama["mqar-zoology"]["options"] == {"short_conv": 3} and llama["istree"]["options"] == {}
+    assert next(e for e in mq[0]["entries"] if e["role"] == "model")["options"] == {}  # the user's own
     md = (cards["dir"] / "gru" / "card.md").read_text()
     assert "## Summary" in md and "Rule:" in md and "Shortcut baseline" in md and "Exact configs" in md
 

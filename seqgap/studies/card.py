@@ -47,12 +47,16 @@ class Battery:
     lg_formats: tuple[str, ...]
     lg_settings: Any  # SearchSettings
     lg_n_eval: int
-    # W: retrieval_gap cells for the user's model as (task, n, format); the preset for budgets
-    w_cells: tuple[tuple[str, int, str], ...]
+    # W: retrieval_gap cells as (task, n, format) or (task, n, format, eval_ns): the latter a mixed
+    # capacity cell (pair counts min(eval_ns)..n in one run, scored at each n); the preset for budgets
+    w_cells: tuple[tuple, ...]
     w_preset: Any  # retrieval_gap.Preset
     # baselines: model -> size, per study
     e_baselines: dict[str, str] = field(default_factory=dict)
     w_baselines: dict[str, str] = field(default_factory=dict)
+    # W baselines' model options on the capacity cells only: the variants that learn the task in the
+    # preset (e.g. attention with a short convolution), so the row compares against a working baseline
+    w_capacity_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     user_size: str = "tiny"  # the user's model's default named size
 
 
@@ -66,14 +70,17 @@ def _batteries() -> dict[str, Battery]:
         description=("a reduced version of the studies' quick presets: E's N* search (quick settings: N_max 4,096, "
                      "lr {3e-3, 1e-2} x seed 0, 2,000 steps, criterion val loss < 1e-2) on parity at L = 5 and 10 "
                      "in CoT and ACoT; length generalisation on parity trained at L = 8 (uniform 2..8), tested "
-                     "to 16; W's IsTree n = 8 (vanilla, CoT) and MQAR with 2 / 4 / 8 pairs at the quick budgets"),
+                     "to 16; W's IsTree n = 8 (vanilla, CoT) and zoology's MQAR (pair counts 2..16 mixed in one "
+                     "run, scored at 2 / 4 / 8 / 16) at the quick budgets, its Transformer baseline with a "
+                     "kernel-3 short convolution and its Mamba baseline 128 wide x 1 layer, d_state 4 (W quick's "
+                     "capacity cells)"),
         nstar_lengths=(5, 10), nstar_formats=("acot", "cot"), nstar_settings=q,
         lg_length=8, lg_formats=("acot", "cot"), lg_settings=dataclasses.replace(q, n_max=2048), lg_n_eval=500,
-        w_cells=(("istree", 8, "vanilla"), ("istree", 8, "cot"), ("mqar", 2, "vanilla"), ("mqar", 4, "vanilla"),
-                 ("mqar", 8, "vanilla")),
+        w_cells=(("istree", 8, "vanilla"), ("istree", 8, "cot"), ("mqar-zoology", 16, "vanilla", (2, 4, 8, 16))),
         w_preset=rg.QUICK,
         e_baselines={m: sc.QUICK_MODELS[m] for m in ("transformer", "lstm")},
         w_baselines={"llama": "tiny", "lstm": "small", "mamba": "small"},
+        w_capacity_options={"llama": {"short_conv": 3}, "mamba": {"d_model": 128, "n_layers": 1, "d_state": 4}},
         user_size="tiny",
     )
     tiny_train = TrainConfig(steps=120, eval_every=30, batch_size=32, success_loss=5e-2, schedule="constant",
@@ -81,20 +88,21 @@ def _batteries() -> dict[str, Battery]:
     tiny_search = sc.SearchSettings(n_max=64, factor=4, max_steps=2, bisect="geometric", lrs=(1e-2,), seeds=(0,),
                                     train=tiny_train)
     tiny_w = dataclasses.replace(rg.QUICK, name="card-tiny", steps={"vanilla": 100, "cot": 100, "rag": 60, "ar": 100,
-                                                                    "mqar": 100},
+                                                                    "mqar": 100, "mqar-zoology": 100},
                                  batch_size={"*": 32}, eval_every={"*": 50}, n_val=100, gen_eval=40,
                                  description="card battery tiny: 100 steps, batch 32, 100 validation samples")
     tiny = Battery(
         name="tiny",
         description=("a smoke-test battery (well under a minute on 2 cores; its numbers mean little): N* on parity "
                      "ACoT at L = 6 (N_max 64, 2 search steps, 120 steps); length generalisation trained at L = 4, "
-                     "tested to 8 (120 steps); IsTree n = 6 (vanilla) and MQAR with 2 pairs (100 steps)"),
+                     "tested to 8 (120 steps); IsTree n = 6 (vanilla) and zoology's MQAR, 2..4 pairs mixed (100 steps)"),
         nstar_lengths=(6,), nstar_formats=("acot",), nstar_settings=tiny_search,
         lg_length=4, lg_formats=("acot",), lg_settings=tiny_search, lg_n_eval=100,
-        w_cells=(("istree", 6, "vanilla"), ("mqar", 2, "vanilla")),
+        w_cells=(("istree", 6, "vanilla"), ("mqar-zoology", 4, "vanilla", (2, 4))),
         w_preset=tiny_w,
         e_baselines={"transformer": "tiny", "lstm": "tiny"},
         w_baselines={"llama": "tiny", "lstm": "tiny", "mamba": "tiny"},
+        w_capacity_options={"llama": {"short_conv": 3}},
         user_size="tiny",
     )
     return {"quick": quick, "tiny": tiny}
@@ -137,13 +145,25 @@ def _vocab_and_len(b: Battery) -> tuple[int, int]:
         t = make_task("modadd", m=2, format=fmt)
         vocab = max(vocab, len(t.vocab))
         length = max(length, t.max_tokens(2 * max(b.nstar_lengths + (b.lg_length,))))
-    cells = [rg.Cell(task, n, "lstm", "tiny", fmt) for task, n, fmt in b.w_cells]
+    cells = [rg.Cell(task, n, "lstm", "tiny", fmt, eval_ns=ns) for task, n, fmt, ns in map(_w_cell, b.w_cells)]
     alphabet = rg.capacity_alphabet(cells)
     for c in cells:
         t = make_task(c.task, **rg.task_params(c, b.w_preset, alphabet))
         vocab = max(vocab, len(t.vocab))
         length = max(length, t.max_tokens(c.n))
     return vocab, length
+
+
+def _w_cell(entry: tuple) -> tuple[str, int, str, tuple[int, ...]]:
+    """A battery's W cell as (task, n, format, eval_ns); eval_ns () for a plain cell."""
+    task, n, fmt, *rest = entry
+    return task, n, fmt, tuple(rest[0]) if rest else ()
+
+
+def _w_subject(s: Subject, task: str, b: Battery) -> Subject:
+    """The subject as it trains on a W cell: a baseline gets its capacity options on capacity tasks."""
+    extra = b.w_capacity_options.get(s.model, {}) if s.role == "baseline" and task != "istree" else {}
+    return dataclasses.replace(s, options={**s.options, **extra}) if extra else s
 
 
 def check_subject(s: Subject, b: Battery) -> None:
@@ -356,10 +376,10 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
     # W: retrieval
     t0 = time.perf_counter()
     wcells, subj = [], []
-    for task, n, fmt in b.w_cells:
+    for task, n, fmt, ns in map(_w_cell, b.w_cells):
         for s in w_subjects:
-            wcells.append(rg.Cell(task, n, s.model, s.size, fmt))
-            subj.append(s)
+            wcells.append(rg.Cell(task, n, s.model, s.size, fmt, eval_ns=ns))
+            subj.append(_w_subject(s, task, b))
     alphabet = rg.capacity_alphabet(wcells)
     configs = []
     for c, s in zip(wcells, subj):
@@ -372,16 +392,19 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
     rg.check_configs(configs)
     log(f"card [3/3] W retrieval: {len(wcells)} cells")
     outs = rg.run_cells(wcells, configs, store_path, workers, log=log, **engine)
-    recs = []
-    for c, cfg, o in zip(wcells, configs, outs):
+    recs = []  # (cell at one scored n, subject, config, record): a mixed cell gives one per n
+    for c, s, cfg, o in zip(wcells, subj, configs, outs):
         try:
-            recs.append(rg.record(c, cfg, o))
+            for r in rg.records_for(c, cfg, o):
+                recs.append((dataclasses.replace(c, n=r["n"], eval_ns=()), s, cfg, r))
         except SeqgapError as e:  # e.g. the cell's data cannot be built: shown as a failed entry
-            recs.append({"ok": False, "error": str(e)})
+            recs.extend((dataclasses.replace(c, n=k, eval_ns=()), s, cfg, {"ok": False, "error": str(e)})
+                        for k in (c.eval_ns or (c.n,)))
     rows = []
-    for task, n, fmt in b.w_cells:
+    settings = [(task, n, fmt, ns) for task, n_cell, fmt, ns in map(_w_cell, b.w_cells) for n in ns or (n_cell,)]
+    for task, n, fmt, ns in settings:
         entries, short = [], None
-        for c, s, cfg, rec in zip(wcells, subj, configs, recs):
+        for c, s, cfg, rec in recs:
             if (c.task, c.n, c.format) != (task, n, fmt):
                 continue
             short = short or {"name": (rec.get("baseline") or {}).get("name", "none"),
@@ -406,7 +429,8 @@ def run_battery(user: Subject, b: Battery, store_path: str, workers: int | None,
                 except SeqgapError:
                     pass
             entries.append(e)
-        what = f"IsTree n={n} {fmt}" if task == "istree" else f"{task.upper()} {n} pairs"
+        what = f"IsTree n={n} {fmt}" if task == "istree" else f"{task.upper()} {n} pairs" + (
+            f" (trained on {min(ns)}..{max(ns)} mixed)" if ns else "")
         rows.append({"setting": what, "task": task, "n": n, "format": fmt, "entries": entries, "shortcut": short})
     caps.append({"id": "retrieval", "study": "W", "title": "In-context retrieval (IsTree, MQAR)",
                  "metric": "accuracy (IsTree: answer by free generation; MQAR: per query, teacher-forced)",
