@@ -242,7 +242,8 @@ def test_mixed_capacity_run_counts_once(tmp_path):
 
 @pytest.mark.parametrize("extra", [["--model", "nope"], ["--task", "istree", "--n", "3"],
                                    ["--task", "istree", "--n", "4"],  # 16 graphs cannot hold out 500
-                                   ["--task", "bogus"], ["--format", "cot,xyz"], ["--size", "huge"]])
+                                   ["--task", "bogus"], ["--format", "cot,xyz"], ["--size", "huge"],
+                                   ["--seed", "-1"], ["--seed", str(2**64)]])
 def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, extra):
     argv = ["study", "retrieval-gap", "--dry-run", "--store", str(tmp_path / "s.sqlite"),
             "--out", str(tmp_path / "o")] + extra

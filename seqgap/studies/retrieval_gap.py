@@ -354,12 +354,14 @@ def run_config(cell: Cell, preset: Preset, capacity_alphabet: int = 64, steps: i
 
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
-    """Fail fast, before any worker starts: each cell's task takes its n, and its validation pool can
-    be held out (e.g. binary IsTree at n = 4 has only 16 distinct graphs).  One-line SeqgapError."""
+    """Fail fast, before any worker starts: every option is in range (``RunConfig.validate``, e.g.
+    ``--seed``), each cell's task takes its n, and its validation pool can be held out (e.g. binary
+    IsTree at n = 4 has only 16 distinct graphs).  One-line SeqgapError."""
     from seqgap.tasks.dataset import check_sizes
     from seqgap.training.trainer import build_task
 
     for cfg in configs:
+        cfg.validate()
         task = build_task(cfg)
         task.check_length(cfg.max_length)
         check_sizes(task, cfg.max_length, cfg.length_dist, cfg.n_train, cfg.n_val)
@@ -372,7 +374,7 @@ def estimated_cost(cell: Cell, cfg: RunConfig) -> float:
 
     task = build_task(cfg)
     model = build_model_for(task, cfg)
-    us = _US_PER_TOKEN_PER_KPARAM.get(cell.model, 0.15) * sum(p.numel() for p in model.parameters()) / 1e3
+    us = _US_PER_TOKEN_PER_KPARAM.get(cell.model, 0.15) * model.num_params() / 1e3
     if cell.model == "mamba":
         us += _MAMBA_US_PER_TOKEN_PER_KSTATE * model.state_size().floats / 1e3
     return cfg.train.steps * cfg.train.batch_size * task.max_tokens(cell.n) * us * 1e-6
@@ -661,7 +663,7 @@ def main(args) -> int:
     for target in getattr(args, "plugin", None) or []:  # plugin models and tasks, before any name is checked
         load_plugin(target)
     preset = PRESETS[args.preset]
-    if getattr(args, "seed", None) is not None:
+    if args.seed is not None:
         preset = dataclasses.replace(preset, seed=args.seed)
     if args.steps is not None and args.steps <= 0:
         raise SeqgapError(f"retrieval-gap: --steps must be positive, got {args.steps}")
